@@ -1,0 +1,110 @@
+"""The one detector interface.
+
+A detector **declares what it consumes** (``consumes``): any of ``logits``, ``features`` (penultimate),
+``taps`` (per-layer statistics), ``model`` (it runs the classifier on raw inputs itself, e.g. for
+input gradients) and ``images`` (raw uint8 images, for classifier-free detectors such as a VAE).
+Detectors that train their own model (VAE, GAN) find the ID ``train`` split, the cache folder, the
+seed and the device in ``rep.context``. The runner extracts each representation once per dataset and hands the detector
+:class:`~oodbench.benchmark.features.Representation` objects that serve them from the cache.
+
+The contract, in scikit-learn's spirit:
+
+* ``__init__(**hyperparameters)`` stores hyperparameters and does no work; ``get_params()`` reads them
+  back and ``clone()`` makes an unfitted copy.
+* ``fit(fit, cal=None)`` sees ID data only: the suite's ``fit`` split and, for detectors that
+  calibrate, the held-out ``cal`` split. Returns ``self``.
+* ``score(rep)`` returns float64 of shape ``(len(rep),)``; **higher = more OOD**.
+* A detector that yields p-values also implements ``p_value(rep)`` (values in (0, 1], small = OOD).
+* ``info`` (:class:`DetectorInfo`) carries metadata the reports read: library and version, paper,
+  whether it needs fitting, OOD data for tuning, gradients; whether it works on CPU.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+CONSUMABLE = frozenset({"logits", "features", "taps", "model", "images"})
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    library: str
+    library_version: str = ""
+    paper: str = ""
+    needs_fit: bool = False
+    needs_ood_tuning: bool = False
+    needs_gradients: bool = False
+    cpu_ok: bool = True
+    expensive: bool = False
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class DetectorError(RuntimeError):
+    """A detector broke its contract (wrong shape, dtype, NaN) or failed."""
+
+
+class Detector:
+    """Base class. Subclasses set ``name``, ``consumes`` and ``info`` and implement ``fit``/``score``."""
+
+    name: ClassVar[str] = ""
+    consumes: ClassVar[frozenset] = frozenset()
+    info: ClassVar[DetectorInfo] = DetectorInfo(library="oodbench")
+
+    def __init__(self, **params):
+        for k, v in params.items():
+            setattr(self, k, v)
+
+    # --- scikit-learn style parameter handling -------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values()
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in self._param_names() if hasattr(self, k)}
+
+    def set_params(self, **params) -> "Detector":
+        for k, v in params.items():
+            if k not in self._param_names():
+                raise ValueError(f"{type(self).__name__} has no hyperparameter {k!r}; it has {self._param_names()}")
+            setattr(self, k, v)
+        return self
+
+    def clone(self) -> "Detector":
+        return type(self)(**copy.deepcopy(self.get_params()))
+
+    # --- the contract -----------------------------------------------------------------------------
+    def fit(self, fit, cal=None) -> "Detector":
+        return self
+
+    def score(self, rep) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def check_scores(scores, n: int, who: str = "detector") -> np.ndarray:
+    """Validate a detector's output: numeric, shape (n,), no NaN. Returns float64."""
+    if hasattr(scores, "detach"):
+        scores = scores.detach().cpu().numpy()
+    arr = np.asarray(scores)
+    if arr.dtype.kind not in "fiu":
+        raise DetectorError(f"{who} returned dtype {arr.dtype}, expected a float array")
+    if arr.shape != (n,):
+        raise DetectorError(f"{who} returned shape {arr.shape}, expected ({n},)")
+    arr = arr.astype(np.float64)
+    n_nan = int(np.isnan(arr).sum())
+    if n_nan:
+        raise DetectorError(f"{who} returned {n_nan} NaN scores out of {n}")
+    return arr

@@ -1,0 +1,1 @@
+"""The harness: data, shifts, suites, models, representation cache, metrics, runner, results, CLI."""

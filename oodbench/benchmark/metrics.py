@@ -1,0 +1,172 @@
+"""OOD metrics from raw scores, one implementation for every detector.
+
+Conventions (those of OpenOOD v1.5 and pytorch-ood 0.4.0; see ``../shared/specs/anchors.md`` §0, §7):
+
+* scores are **outlier scores** (higher = more OOD) and **OOD is the positive class**;
+* the ROC and PR curves have one point per unique score (exact, no subsampling); tied samples enter
+  at the same threshold, so ties count half in AUROC;
+* ``auroc``: trapezoid under the ROC through (0, 0) … (1, 1) (= Mann–Whitney U with ties halved);
+* ``fpr95``: fraction of ID samples flagged at the **first** threshold where at least 95 % of OOD
+  samples are flagged (no interpolation) — "FPR@95TPR, OOD positive";
+* ``fpr95_id``: the older ODIN-paper / pre-2023 OpenOOD variant, **ID positive**: fraction of OOD
+  samples accepted at the first threshold where at least 95 % of ID samples are accepted.
+  Reported only under this name; TNR@95TPR of those papers is ``1 - fpr95_id``;
+* ``aupr_out`` / ``aupr_in``: trapezoid over the precision–recall curve (as
+  ``sklearn.metrics.auc(recall, precision)``, not average precision) with OOD / ID as positive
+  (for ``aupr_in`` the scores are negated);
+* aggregates over test sets (near / far / covariate) are unweighted means of per-set values.
+
+NaN scores raise ``ValueError``; ±inf are valid scores (they sort to the ends). All values are
+fractions in [0, 1]. :func:`bootstrap` gives stratified percentile confidence intervals, computing
+every resample at once from multinomial weights on the one sorted order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = ("auroc", "fpr95", "fpr95_id", "aupr_in", "aupr_out")
+TPR_LEVEL = 0.95
+
+
+def _check(id_scores, ood_scores) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(id_scores, dtype=np.float64).ravel()
+    b = np.asarray(ood_scores, dtype=np.float64).ravel()
+    if a.size == 0 or b.size == 0:
+        raise ValueError(f"metrics need ID and OOD scores, got {a.size} ID and {b.size} OOD")
+    for name, s in (("ID", a), ("OOD", b)):
+        n_nan = int(np.isnan(s).sum())
+        if n_nan:
+            raise ValueError(f"{name} scores contain {n_nan} NaN values; a detector must return finite scores "
+                             "or ±inf, never NaN")
+    return a, b
+
+
+class _Counts:
+    """Cumulative OOD (tps) and ID (fps) counts at each unique threshold, descending; optionally
+    for a batch of sample weights (bootstrap), shape (B, m)."""
+
+    def __init__(self, id_scores: np.ndarray, ood_scores: np.ndarray, w_id=None, w_ood=None):
+        s = np.concatenate([ood_scores, id_scores])
+        pos = np.concatenate([np.ones(ood_scores.size), np.zeros(id_scores.size)])
+        order = np.argsort(-s, kind="mergesort")
+        ss = s[order]
+        last = np.ones(s.size, dtype=bool)
+        last[:-1] = ss[1:] != ss[:-1]  # ±inf ties with itself; -0.0 == 0.0
+        idx = np.flatnonzero(last)
+        self.thresholds = ss[idx]
+        if w_id is None:
+            self.tps = np.cumsum(pos[order])[idx]
+            self.fps = idx + 1 - self.tps
+        else:
+            w = np.concatenate([w_ood, w_id], axis=-1)[..., order].astype(np.float64)
+            wp = w * pos[order]
+            self.tps = np.cumsum(wp, axis=-1)[..., idx]
+            self.fps = np.cumsum(w - wp, axis=-1)[..., idx]
+
+    def reversed(self):
+        """Counts of ``-scores`` with ID as the positive class."""
+        n_pos, n_neg = self.tps[..., -1:], self.fps[..., -1:]
+        zero = np.zeros_like(n_pos)
+        tps = n_neg - np.concatenate([zero, self.fps[..., :-1]], axis=-1)
+        fps = n_pos - np.concatenate([zero, self.tps[..., :-1]], axis=-1)
+        return tps[..., ::-1], fps[..., ::-1]
+
+
+def _roc(tps, fps):
+    zero = np.zeros(tps.shape[:-1] + (1,))
+    fpr = np.concatenate([zero, fps], axis=-1) / fps[..., -1:]
+    tpr = np.concatenate([zero, tps], axis=-1) / tps[..., -1:]
+    return fpr, tpr
+
+
+def _area(x, y):
+    return ((x[..., 1:] - x[..., :-1]) * (y[..., 1:] + y[..., :-1])).sum(-1) / 2
+
+
+def _fpr_at(tps, fps, level=TPR_LEVEL):
+    fpr, tpr = _roc(tps, fps)
+    i = np.argmax(tpr >= level, axis=-1)  # first threshold reaching the level; the curve ends at 1
+    return np.take_along_axis(fpr, i[..., None], axis=-1)[..., 0]
+
+
+def _aupr(tps, fps):
+    denom = tps + fps
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(denom > 0, tps / np.where(denom > 0, denom, 1), 1.0)
+        recall = tps / tps[..., -1:]
+    one = np.ones(tps.shape[:-1] + (1,))
+    precision = np.concatenate([precision[..., ::-1], one], axis=-1)
+    recall = np.concatenate([recall[..., ::-1], one - 1], axis=-1)
+    return -_area(recall, precision)
+
+
+def _all(c: _Counts) -> dict:
+    fpr, tpr = _roc(c.tps, c.fps)
+    rt, rf = c.reversed()
+    return {"auroc": _area(fpr, tpr), "fpr95": _fpr_at(c.tps, c.fps), "fpr95_id": _fpr_at(rt, rf),
+            "aupr_in": _aupr(rt, rf), "aupr_out": _aupr(c.tps, c.fps)}
+
+
+def evaluate(id_scores, ood_scores) -> dict[str, float]:
+    """All metrics for one ID/OOD pair: ``auroc``, ``fpr95``, ``fpr95_id``, ``aupr_in``, ``aupr_out``
+    (fractions; scores higher = more OOD; OOD positive)."""
+    a, b = _check(id_scores, ood_scores)
+    return {k: float(v) for k, v in _all(_Counts(a, b)).items()}
+
+
+def auroc(id_scores, ood_scores) -> float:
+    return evaluate(id_scores, ood_scores)["auroc"]
+
+
+def fpr_at_tpr(id_scores, ood_scores, level: float = TPR_LEVEL) -> float:
+    """FPR (ID flagged) at the first threshold where the OOD TPR reaches ``level`` (OOD positive)."""
+    a, b = _check(id_scores, ood_scores)
+    c = _Counts(a, b)
+    return float(_fpr_at(c.tps, c.fps, level))
+
+
+def fpr95_id(id_scores, ood_scores) -> float:
+    return evaluate(id_scores, ood_scores)["fpr95_id"]
+
+
+def aupr_in(id_scores, ood_scores) -> float:
+    return evaluate(id_scores, ood_scores)["aupr_in"]
+
+
+def aupr_out(id_scores, ood_scores) -> float:
+    return evaluate(id_scores, ood_scores)["aupr_out"]
+
+
+def bootstrap(id_scores, ood_scores, n_boot: int = 200, ci: float = 0.95, seed: int = 0,
+              chunk: int = 50) -> dict[str, tuple[float, float]]:
+    """Stratified bootstrap percentile intervals of every metric: ID and OOD samples are resampled
+    separately (their sizes stay fixed). Returns ``{metric: (low, high)}``."""
+    a, b = _check(id_scores, ood_scores)
+    if n_boot <= 0:
+        return {k: (float("nan"), float("nan")) for k in METRICS}
+    rng = np.random.default_rng(seed)
+    out = {k: [] for k in METRICS}
+
+    def weights(n, reps):
+        idx = rng.integers(0, n, size=(reps, n)) + (np.arange(reps) * n)[:, None]
+        return np.bincount(idx.ravel(), minlength=reps * n).reshape(reps, n)
+
+    done = 0
+    while done < n_boot:
+        reps = min(chunk, n_boot - done)
+        c = _Counts(a, b, weights(a.size, reps), weights(b.size, reps))
+        for k, v in _all(c).items():
+            out[k].append(v)
+        done += reps
+    lo, hi = (1 - ci) / 2 * 100, (1 + ci) / 2 * 100
+    res = {}
+    for k, v in out.items():
+        v = np.concatenate(v)
+        res[k] = (float(np.percentile(v, lo)), float(np.percentile(v, hi)))
+    return res
+
+
+def aggregate(values) -> float:
+    """Unweighted mean over test sets (OpenOOD's near / far aggregate)."""
+    v = np.asarray(list(values), dtype=np.float64)
+    return float(v.mean()) if v.size else float("nan")

@@ -1,0 +1,116 @@
+"""End to end on mnist-smoke: training, extraction, detectors, metrics, files, caching, failures."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oodbench.adapters.base import Detector, DetectorInfo
+from oodbench.adapters.registry import _REGISTRY, register
+from oodbench.benchmark import runner
+from oodbench.benchmark.cli import main
+
+SIX = ["pytorch_ood.msp", "pytorch_ood.energy", "pytorch_ood.maxlogit", "pytorch_ood.mahalanobis",
+       "pytorch_ood.knn", "pytorch_ood.odin"]
+
+
+class _Broken(Detector):
+    consumes = frozenset({"logits"})
+    info = DetectorInfo(library="test")
+    mode = "raise"
+
+    def score(self, rep):
+        n = len(rep)
+        return {"raise": lambda: 1 / 0, "nan": lambda: np.full(n, np.nan), "shape": lambda: np.zeros(n + 1),
+                "dtype": lambda: np.array(["x"] * n)}[self.mode]()
+
+
+@pytest.fixture
+def broken():
+    names = []
+    for mode in ("raise", "nan", "shape", "dtype"):
+        n = f"test.broken_{mode}"
+        register(n)(type(f"B{mode}", (_Broken,), {"mode": mode}))
+        names.append(n)
+    yield names
+    for n in names:
+        _REGISTRY.pop(n, None)
+
+
+def test_end_to_end_and_second_run_uses_the_cache(data_dir, cache_dir, tmp_path, broken):
+    kw = dict(seeds=[0], data_dir=data_dir, cache_dir=cache_dir, out=tmp_path, threads=1, n_boot=20,
+              progress=False)
+    df = runner.evaluate("mnist-smoke", detectors=SIX + broken, **kw)
+    rec = df.attrs["record"]
+    for col in ["suite", "model", "seed", "library", "detector", "test_set", "group", "metric", "value"]:
+        assert col in df.columns
+    ok = df[df["status"] == "ok"]
+    tests = {t["name"] for t in rec["test_sets"]}
+    for d in SIX:
+        got = set(ok[(ok["detector"] == d) & (ok["metric"] == "auroc")]["test_set"])
+        assert tests | {"near-mean", "far-mean", "covariate-mean"} == got, d
+    # failures are recorded, with their reason, and did not stop the run
+    failed = df[df["status"] == "failed"].set_index("detector")["error"]
+    assert set(failed.index) == set(broken)
+    assert "ZeroDivisionError" in failed["test.broken_raise"] and "NaN" in failed["test.broken_nan"]
+    assert "shape" in failed["test.broken_shape"] and "dtype" in failed["test.broken_dtype"]
+    acc = ok[ok["metric"] == "accuracy"].set_index("test_set")["value"]
+    assert acc["id"] > 0.5 and any(t.startswith("mnist-") for t in acc.index)
+    # files
+    assert set(p.name for p in tmp_path.iterdir()) >= {"results.csv", "run.json", "leaderboard.md"}
+    disk = pd.read_csv(tmp_path / "results.csv")
+    assert len(disk) == len(df)
+    rj = json.loads((tmp_path / "run.json").read_text())
+    assert rj["versions"]["pytorch-ood"] == "0.4.0" and rj["threads"] == 1 and rj["data_checksums"]
+    assert rj["detectors"]["pytorch_ood.knn"]["0"]["fit_seconds"] >= 0
+    assert "pytorch_ood.msp" in (tmp_path / "leaderboard.md").read_text()
+    # second run: no forward pass, scores from cache, identical numbers
+    df2 = runner.evaluate("mnist-smoke", detectors=SIX, **kw)
+    rec2 = df2.attrs["record"]
+    assert rec2["extraction"][0]["forward_passes"] == 0
+    assert all(v["0"]["cached"] for k, v in rec2["detectors"].items() if k in SIX)
+    a = df[(df.detector.isin(SIX)) & (df.status == "ok")].set_index(["detector", "test_set", "metric"])["value"]
+    b = df2[(df2.detector.isin(SIX)) & (df2.status == "ok")].set_index(["detector", "test_set", "metric"])["value"]
+    pd.testing.assert_series_equal(a.sort_index(), b.sort_index())
+    # the merged file keeps the broken detectors' rows from the first run
+    assert set(broken) <= set(pd.read_csv(tmp_path / "results.csv")["detector"])
+
+
+def test_corrupt_representation_is_recomputed(mnist_smoke):
+    mat, store = mnist_smoke
+    store.ensure(mat.fit, {"core"})
+    p = store._path(mat.fit, "core")
+    p.write_bytes(p.read_bytes()[:-10] + b"0123456789")
+    store._mem.clear()
+    before = store.stats["forward_passes"]
+    logits = store.representation(mat.fit, "fit").logits
+    assert store.stats["forward_passes"] == before + 1 and logits.shape == (len(mat.fit), 10)
+
+
+def test_taps_are_per_channel_statistics(mnist_smoke):
+    mat, store = mnist_smoke
+    taps = store.representation(mat.cal, "cal").taps()
+    assert list(taps) == ["conv1", "conv2", "fc1", "fc"]
+    assert taps["conv1"].shape == (len(mat.cal), 40)  # 20 channels x (max, mean)
+    assert taps["fc1"].shape == (len(mat.cal), 500) and taps["fc"].shape == (len(mat.cal), 10)
+    assert np.allclose(taps["fc"], store.representation(mat.cal, "cal").logits, atol=1e-5)
+
+
+def test_live_store_runs_the_network_every_time(mnist_smoke):
+    from oodbench.benchmark.features import RepresentationStore
+
+    mat, store = mnist_smoke
+    live = RepresentationStore(store.model, "x", None, live=True)
+    rep = live.representation(mat.cal, "cal")
+    rep.logits
+    rep.logits
+    assert live.stats["forward_passes"] == 2
+
+
+def test_cli_list_and_run(data_dir, cache_dir, tmp_path, capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "mnist-smoke" in out and "pytorch_ood.odin" in out and "omniglot" in out
+    rc = main(["run", "mnist-smoke", "--detectors", "pytorch_ood.msp", "--data-dir", str(data_dir),
+               "--cache-dir", str(cache_dir), "--out", str(tmp_path), "--threads", "1", "-q", "--bootstrap", "10"])
+    assert rc == 0 and (tmp_path / "leaderboard.md").exists()
