@@ -97,7 +97,7 @@ def test_bootstrap_interval_contains_estimate_and_shrinks():
     rng = np.random.default_rng(2)
     a, b = rng.normal(0, 1, 400), rng.normal(1, 1, 400)
     m = metrics.evaluate(a, b)
-    ci = metrics.bootstrap(a, b, n_boot=300, seed=0)
+    ci = metrics.bootstrap(a, b, n_boot=300, seed=0, metrics=metrics.METRICS)
     for k in metrics.METRICS:
         lo, hi = ci[k]
         assert lo <= m[k] + 1e-9 and m[k] <= hi + 1e-9, k
@@ -109,3 +109,20 @@ def test_bootstrap_interval_contains_estimate_and_shrinks():
 
 def test_aggregate_is_unweighted_mean():
     assert metrics.aggregate([0.5, 1.0]) == 0.75
+
+
+def test_fast_bootstrap_path_equals_the_metrics_on_explicit_resamples():
+    from oodbench.benchmark import metrics as M
+
+    rng = np.random.default_rng(5)
+    a, b = np.round(rng.normal(0, 1, 500), 1), np.round(rng.normal(1, 1, 300), 1)
+    oi, oo = np.argsort(a, kind="mergesort"), np.argsort(-b, kind="mergesort")
+    ids, od = a[oi], b[oo]
+    lo, hi = np.searchsorted(ids, od, "left"), np.searchsorted(ids, od, "right")
+    for _ in range(10):
+        ia, ib = rng.integers(0, 500, 500), rng.integers(0, 300, 300)
+        wa = np.bincount(ia, minlength=500)[oi][None]
+        wb = np.bincount(ib, minlength=300)[oo][None]
+        au, fp = M._weighted_auroc_fpr95(ids, od, lo, hi, wa, wb)
+        ref = metrics.evaluate(a[ia], b[ib])
+        assert abs(au[0] - ref["auroc"]) < 1e-12 and fp[0] == ref["fpr95"]

@@ -114,3 +114,21 @@ def test_cli_list_and_run(data_dir, cache_dir, tmp_path, capsys):
     rc = main(["run", "mnist-smoke", "--detectors", "pytorch_ood.msp", "--data-dir", str(data_dir),
                "--cache-dir", str(cache_dir), "--out", str(tmp_path), "--threads", "1", "-q", "--bootstrap", "10"])
     assert rc == 0 and (tmp_path / "leaderboard.md").exists()
+
+
+def test_cifar10_cpu_path_runs_with_the_small_cnn(data_dir, cache_dir, tmp_path):
+    from oodbench.benchmark import models, suites
+
+    s = suites.get("cifar10-smoke")
+    assert suites.model_name(s, "cpu") == "smallcnn"
+    assert suites.model_name(suites.get("cifar10"), "cuda") == "resnet18"
+    df = runner.evaluate("cifar10-smoke", detectors=["pytorch_ood.msp"], data_dir=data_dir, cache_dir=cache_dir,
+                         out=tmp_path, threads=1, n_boot=0, progress=False)
+    ok = df[(df.status == "ok") & (df.metric == "auroc")]
+    assert {"tinyimagenet", "near-mean", "far-mean"} <= set(ok.test_set)
+    net = models.build("resnet18", 3)
+    import torch
+
+    logits, feats = net.eval().forward_features(torch.rand(2, 3, 32, 32))
+    assert logits.shape == (2, 10) and feats.shape == (2, 512)
+    assert net.feature_maps(torch.rand(1, 3, 32, 32)).shape == (1, 512, 4, 4)

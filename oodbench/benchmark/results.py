@@ -3,7 +3,10 @@
 ``results.csv`` is long-form: one row per (suite, model, seed, library, detector, test_set, group,
 metric) with ``value``, a bootstrap interval (``ci_low``, ``ci_high``), the sample counts and a
 ``status`` (``ok`` or ``failed``, with ``error``). Aggregates over a group's test sets have
-``test_set = "<group>-mean"``. ``run.json`` is the run record; ``leaderboard.md`` the markdown table.
+``test_set = "<group>-mean"``. ``run.json`` is the run record; ``leaderboard.md`` the markdown table;
+``curves.json`` holds, per seed and detector, each test set's ROC curve on a fixed 101-point FPR
+grid (``{"roc": {test_set: {"fpr": [...], "tpr": [...]}}}``) and score histograms on shared edges
+(``{"hist": {"edges": [...], "id": [...], test_set: [...]}}``), so reports need no raw scores.
 All writes are atomic.
 """
 from __future__ import annotations
@@ -140,8 +143,10 @@ def leaderboard_markdown(df: pd.DataFrame, record: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_all(out_dir, df: pd.DataFrame, record: dict) -> None:
+def write_all(out_dir, df: pd.DataFrame, record: dict, curves: dict | None = None) -> None:
     out = Path(out_dir)
     write_csv(out / "results.csv", df)
+    if curves is not None:
+        write_json(out / "curves.json", curves)
     write_json(out / "run.json", record)
     atomic_write(out / "leaderboard.md", leaderboard_markdown(df, record))

@@ -153,6 +153,7 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
         say(f"skipped test set {n}: {why}")
 
     rows, det_records, model_records, failures = [], {}, {}, []
+    curves: dict = {}  # seed -> detector -> {"roc": {test_set: {fpr, tpr}}, "hist": {...}}
     arch = suites.model_name(suite_d, device)
     recipe = models.recipe_for(arch, suite_d.get("recipe_override"))
     extraction = {}
@@ -198,6 +199,10 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
                 continue
             det_records.setdefault(name, {})[str(seed)] = {**rec, "info": cls.info.as_dict()}
             sid = scores["id"]
+            curves.setdefault(str(seed), {})[name] = {
+                "roc": {t.name: metrics.roc_points(sid, scores[t.name]) for t in mat.tests},
+                "hist": metrics.histograms({"id": sid, **{t.name: scores[t.name] for t in mat.tests}}),
+            }
             per_group = {}
             for t in mat.tests:
                 m = metrics.evaluate(sid, scores[t.name])
@@ -257,9 +262,20 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
         keep = set(merged["detector"])
         record["detectors"] = {**{k: v for k, v in prev.get("detectors", {}).items() if k in keep},
                                **det_records}
-        results.write_all(out_dir, merged, record)
+        prev_curves = {}
+        if (out_dir / "curves.json").exists():
+            try:
+                prev_curves = json.loads((out_dir / "curves.json").read_text())
+            except ValueError:
+                prev_curves = {}
+        for sd, dets_c in curves.items():
+            prev_curves.setdefault(sd, {}).update(dets_c)
+        for sd in list(prev_curves):
+            prev_curves[sd] = {k: v for k, v in prev_curves[sd].items() if k in keep}
+        results.write_all(out_dir, merged, record, prev_curves)
         df = merged
     df.attrs["record"] = record
+    df.attrs["curves"] = curves
     return df
 
 
