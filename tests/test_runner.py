@@ -132,3 +132,25 @@ def test_cifar10_cpu_path_runs_with_the_small_cnn(data_dir, cache_dir, tmp_path)
     logits, feats = net.eval().forward_features(torch.rand(2, 3, 32, 32))
     assert logits.shape == (2, 10) and feats.shape == (2, 512)
     assert net.feature_maps(torch.rand(1, 3, 32, 32)).shape == (1, 512, 4, 4)
+
+
+def test_expensive_detector_is_scored_on_a_seeded_subsample(data_dir, cache_dir, tmp_path):
+    class Sub(Detector):
+        consumes = frozenset({"logits"})
+        info = DetectorInfo(library="test", expensive=True)
+
+        def subsample_size(self, device):
+            return 40
+
+        def score(self, rep):
+            return -rep.logits.max(1).astype(np.float64)
+
+    register("test.subsampled")(Sub)
+    try:
+        df = runner.evaluate("mnist-smoke", detectors=["test.subsampled"], data_dir=data_dir, cache_dir=cache_dir,
+                             out=tmp_path, threads=1, n_boot=0, progress=False, use_score_cache=False)
+    finally:
+        _REGISTRY.pop("test.subsampled", None)
+    per = df[(df.detector == "test.subsampled") & (df.metric == "auroc") & ~df.test_set.str.endswith("-mean")]
+    assert len(per) and (per.n_id == 40).all() and (per.n_ood == 40).all()
+    assert df.attrs["record"]["detectors"]["test.subsampled"]["0"]["subsample"] == 40
