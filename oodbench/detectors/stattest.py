@@ -1,0 +1,596 @@
+"""The lab's statistical-test detector: Max-Simes-Fisher (MaSF) with exact conformal p-values.
+
+Spec: ``shared/specs/lab_methods.md`` §2.3 (defaults) and §2.4 (variants). For each input ``x`` and
+each class ``c`` it tests H0: "x is an ID input of class c", using only the untouched
+classifier's per-layer channel statistics (``rep.taps()``: per-channel spatial max + mean of 4-D
+activations, the values of 2-D ones):
+
+1. **channel p-values**: two-sided exact conformal p-values of every channel against the ``fit``
+   samples of class ``c`` (ties counted against rejection, smallest ``1/(n_c + 1)``);
+2. **layer p-value**: Simes over the channels of each layer;
+3. **sample statistic**: Fisher's ``F_c = -2 sum_layers log p_layer``; layers are dependent, so
+   ``F_c`` is **calibrated empirically** on the ``cal`` samples of class ``c``:
+   ``P_c = (1 + #{F_c(cal) >= F_c(x)}) / (n_cal,c + 1)``;
+4. **class aggregation**: ``P = max_c P_c`` (default; valid: an ID point of class ``c*`` has
+   ``P >= P_{c*}``) or ``P = P_{predicted class}`` (``class_agg="pred"``).
+
+Outputs: ``p_value`` (``P``, in (0, 1]), ``score`` (``-log P`` plus a tie-break smaller than any
+gap between attainable ``-log P`` values, from the continuous statistic
+``min_c (F_c - mean_cal F_c) / std_cal F_c``, so AUROC is not distorted by the many ties of a
+discrete p-value), ``predict(rep, alpha)`` (True = OOD, iff ``P <= alpha``; false-alarm rate on
+exchangeable ID data ``<= alpha``).
+
+Variants (each registered as its own detector, see :mod:`oodbench.adapters.lab_stattest`):
+
+* ``extras``: extra statistics as additional tests -- ``energy`` (``-logsumexp(logits)``),
+  ``maha`` (class-conditional Mahalanobis distance on penultimate features, shared covariance),
+  ``knn`` (k-th nearest-neighbour distance of L2-normalised penultimate features to ``fit``),
+  ``msp``, or the name of **any registered detector** (its score on ``cal`` gives a right-sided
+  conformal p-value), combined with the MaSF p-value by Simes (valid under PRDS) or an empirically
+  calibrated harmonic-mean / Cauchy / Fisher combination;
+* ``select_layers="cluster"``: layer selection by correlation clustering of per-layer log
+  p-values (Haroush's ``findCluster``: Ward linkage on ``1 - |corr|``, cut 0.3, one representative
+  per cluster), measured on ``fit`` so that ``cal`` stays untouched for calibration;
+* ``mondrian=True``: the final statistic is calibrated separately per predicted class (Mondrian
+  conformal): false-alarm control within every predicted class;
+* ``layers``: any layer names of the classifier; names the representation cache does not tap are
+  hooked on the model directly (:func:`module_taps`).
+
+The array-level core, :class:`MaxSimesFisher`, needs no harness: ``fit(ref_taps, ref_y, cal_taps,
+cal_y)`` and ``evaluate(taps)`` on ``{layer: (n, d)}`` dicts (see :func:`module_taps` for any
+``nn.Module``).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+import numpy as np
+
+from oodbench.adapters.base import Detector, DetectorInfo
+from oodbench.detectors import pvalues as pv
+
+PAPER = ("Haroush, Frostig, Heller, Soudry, 'A Statistical Framework for Efficient Out of Distribution "
+         "Detection in Deep Neural Networks', ICLR 2022 (MaSF); exact conformal p-values, held-out "
+         "calibration: lab spec shared/specs/lab_methods.md §2")
+
+CHANNEL_COMBINERS = ("simes", "bonferroni", "simes_by", "hmp")
+LAYER_COMBINERS = ("fisher", "stouffer", "hmp", "min")
+BUILTIN_EXTRAS = ("energy", "maha", "knn", "msp")
+
+
+# ------------------------------------------------------------------------------------------------
+# taps of any nn.Module
+# ------------------------------------------------------------------------------------------------
+def module_taps(model, inputs, layers: Sequence[str], device=None, return_outputs: bool = False):
+    """Per-layer statistics of any ``nn.Module`` through forward hooks on the named ``layers``:
+    per-channel spatial max and mean for 4-D outputs, the flattened values otherwise (the same
+    reduction as the representation cache). ``inputs``: a tensor/array or an iterable of batches.
+    Returns ``{layer: (N, d) float32}`` (and the model's outputs, float32, with ``return_outputs``)."""
+    import torch
+
+    from oodbench.benchmark.features import tap_stats
+
+    modules = dict(model.named_modules())
+    missing = [n for n in layers if n not in modules]
+    if missing:
+        raise KeyError(f"layers {missing} not in the model; layers: {list(modules)[1:]}")
+    if isinstance(inputs, (np.ndarray, torch.Tensor)):
+        x = torch.as_tensor(inputs)
+        inputs = [x[i:i + 512] for i in range(0, len(x), 512)]
+    got: dict[str, list] = {n: [] for n in layers}
+    outs = []
+    cur: dict = {}
+    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: cur.__setitem__(n, tap_stats(o.float()).cpu()))
+             for n in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for xb in inputs:
+                xb = torch.as_tensor(xb)
+                if device is not None:
+                    xb = xb.to(device)
+                o = model(xb)
+                if return_outputs:
+                    outs.append(o.float().cpu())
+                for n in layers:
+                    got[n].append(cur[n])
+                cur.clear()
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    taps = {n: torch.cat(v).numpy().astype(np.float32) for n, v in got.items()}
+    if return_outputs:
+        return taps, torch.cat(outs).numpy()
+    return taps
+
+
+def tiebreak_amplitude(sizes) -> float:
+    """Half the smallest gap between distinct attainable ``-log p`` for conformal p-values
+    ``k / (n + 1)`` with ``n`` in ``sizes``: a tie-break below it never reorders distinct p-values."""
+    att = np.unique(np.concatenate([-np.log(np.arange(1, int(n) + 2) / (int(n) + 1.0)) for n in sizes]))
+    return 0.5 * float(np.diff(att).min()) if att.size > 1 else 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# the array-level core
+# ------------------------------------------------------------------------------------------------
+class MaxSimesFisher:
+    """Array-level MaSF (no harness). See the module docstring for the algorithm.
+
+    ``fit(ref_taps, ref_y, cal_taps, cal_y, n_classes=None)`` with ``{layer: (n, d)}`` dicts and
+    true labels; ``evaluate(taps, preds=None)`` returns a dict with ``p`` (final p-value), ``score``,
+    ``cont`` (continuous statistic), ``pc`` (per-class p-values ``(m, C)``) and ``F`` (per-class
+    layer-combined statistics ``(m, C)``).
+    """
+
+    def __init__(self, channel_combiner: str = "simes", layer_combiner: str = "fisher", class_agg: str = "max",
+                 side: str = "two-sided", ranking: str = "tiebreak", chunk: int = 1024, grid_factor: int = 4,
+                 n_jobs: int = 1):
+        if channel_combiner not in CHANNEL_COMBINERS:
+            raise ValueError(f"channel_combiner must be one of {CHANNEL_COMBINERS}")
+        if layer_combiner not in LAYER_COMBINERS:
+            raise ValueError(f"layer_combiner must be one of {LAYER_COMBINERS}")
+        if class_agg not in ("max", "pred"):
+            raise ValueError("class_agg must be 'max' or 'pred'")
+        if ranking not in ("tiebreak", "pvalue", "continuous"):
+            raise ValueError("ranking must be 'tiebreak', 'pvalue' or 'continuous'")
+        self.channel_combiner, self.layer_combiner, self.class_agg = channel_combiner, layer_combiner, class_agg
+        self.side, self.ranking, self.chunk, self.grid_factor = side, ranking, int(chunk), int(grid_factor)
+        self.n_jobs = int(n_jobs)  # threads over sample chunks (numpy releases the GIL in the heavy steps)
+
+    # --- fitting ----------------------------------------------------------------------------------
+    def fit(self, ref_taps: dict, ref_y, cal_taps: dict, cal_y, n_classes: int | None = None):
+        ref_y = np.asarray(ref_y, np.int64)
+        cal_y = np.asarray(cal_y, np.int64)
+        C = int(n_classes if n_classes is not None else max(ref_y.max(), cal_y.max()) + 1)
+        self.fit_reference(ref_taps, ref_y, C)
+        F = self.statistic(cal_taps)  # (n_cal, C)
+        self.nulls = []
+        for c in range(C):
+            sel = cal_y == c
+            if not sel.any():
+                raise ValueError(f"class {c} has no calibration samples")
+            self.nulls.append(pv.EmpiricalNull(F[sel, c]))
+        self.n_cal = np.array([nl.n for nl in self.nulls])
+        self._cal_F, self._cal_y = F, cal_y
+        self.delta = tiebreak_amplitude(self.n_cal)
+        return self
+
+    def fit_reference(self, ref_taps: dict, ref_y, n_classes: int):
+        """The per-class channel references only (enough for :meth:`layer_pvalues`)."""
+        self.layers = list(ref_taps)
+        self.n_classes = C = int(n_classes)
+        self.widths = [int(ref_taps[n].shape[1]) for n in self.layers]
+        self.bounds = np.concatenate([[0], np.cumsum(self.widths)]).astype(int)
+        X = np.concatenate([np.asarray(ref_taps[n], np.float32) for n in self.layers], axis=1)
+        self.ref = pv.GroupedReference(X, np.asarray(ref_y, np.int64), C, side=self.side, chunk=self.chunk,
+                                       grid_factor=self.grid_factor)
+        self.n_ref = self.ref.n_per_group
+        # per-layer Simes weights d / i, and the harmonic number for the BY correction
+        self._w = [(w / np.arange(1, w + 1)).astype(np.float32) for w in self.widths]
+        self._harm = [float(np.sum(1.0 / np.arange(1, w + 1))) for w in self.widths]
+        return self
+
+    # --- statistics ---------------------------------------------------------------------------------
+    def layer_pvalues(self, taps: dict) -> np.ndarray:
+        """Per-class layer p-values ``(m, C, L)`` (channel p-values combined within each layer)."""
+        X = self._stack(taps)
+        out = np.empty((X.shape[0], self.n_classes, len(self.layers)), np.float64)
+        for i in range(0, X.shape[0], self.chunk):
+            out[i:i + self.chunk] = self._layer_p_chunk(X[i:i + self.chunk])
+        return out
+
+    def _stack(self, taps: dict) -> np.ndarray:
+        missing = [n for n in self.layers if n not in taps]
+        if missing:
+            raise KeyError(f"taps lack layers {missing}")
+        return np.concatenate([np.asarray(taps[n], np.float32) for n in self.layers], axis=1)
+
+    def _layer_p_chunk(self, X) -> np.ndarray:
+        codes = self.ref.codes(X)  # (m, C, d) uint
+        denom = (self.n_ref + 1.0)[None, :]
+        res = np.empty((X.shape[0], self.n_classes, len(self.layers)), np.float64)
+        for li, (a, b) in enumerate(zip(self.bounds[:-1], self.bounds[1:])):
+            blk = codes[:, :, a:b]
+            if self.channel_combiner in ("simes", "simes_by"):
+                s = np.sort(blk, axis=-1)
+                v = (s * self._w[li]).min(axis=-1)
+                if self.channel_combiner == "simes_by":
+                    v = v * self._harm[li]
+            elif self.channel_combiner == "bonferroni":
+                v = blk.min(axis=-1) * float(b - a)
+            else:  # harmonic mean of channel p-values
+                v = (b - a) / (1.0 / blk.astype(np.float32)).sum(axis=-1)
+            res[:, :, li] = np.minimum(1.0, v / denom)
+        return res
+
+    def combine_layers(self, lp) -> np.ndarray:
+        """Layer-combined statistic ``(m, C)``, larger = more OOD (Fisher's sum by default)."""
+        if self.layer_combiner == "fisher":
+            return pv.fisher_statistic(lp, axis=-1)
+        if self.layer_combiner == "stouffer":
+            return pv.stouffer_statistic(lp, axis=-1)
+        if self.layer_combiner == "hmp":
+            return -np.log(pv.harmonic_mean(lp, axis=-1))
+        return -np.log(lp.min(axis=-1))
+
+    def statistic(self, taps: dict) -> np.ndarray:
+        """``F_c(x)`` for every class, ``(m, C)`` float64."""
+        X = self._stack(taps)
+        out = np.empty((X.shape[0], self.n_classes), np.float64)
+
+        def work(i):
+            out[i:i + self.chunk] = self.combine_layers(self._layer_p_chunk(X[i:i + self.chunk]))
+
+        starts = range(0, X.shape[0], self.chunk)
+        if self.n_jobs > 1 and len(starts) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(self.n_jobs) as ex:
+                list(ex.map(work, starts))
+        else:
+            for i in starts:
+                work(i)
+        return out
+
+    def class_pvalues(self, F) -> np.ndarray:
+        """Calibrated per-class p-values ``P_c`` ``(m, C)`` from ``F`` ``(m, C)``."""
+        return np.stack([self.nulls[c].pvalue(F[:, c]) for c in range(self.n_classes)], axis=1)
+
+    def standardized(self, F) -> np.ndarray:
+        return np.stack([self.nulls[c].standardize(F[:, c]) for c in range(self.n_classes)], axis=1)
+
+    def aggregate(self, pc, z, preds=None):
+        """(P, continuous statistic) from per-class p-values and standardized statistics."""
+        if self.class_agg == "max":
+            return pc.max(axis=1), z.min(axis=1)
+        if preds is None:
+            raise ValueError("class_agg='pred' needs the predicted classes")
+        preds = np.asarray(preds, np.int64)
+        r = np.arange(len(preds))
+        return pc[r, preds], z[r, preds]
+
+    def rank_score(self, p, cont) -> np.ndarray:
+        """Higher = more OOD. ``tiebreak``: ``-log P`` + a tie-break below any gap of ``-log P``."""
+        if self.ranking == "pvalue":
+            return -np.log(p)
+        if self.ranking == "continuous":
+            return np.asarray(cont, np.float64)
+        return -np.log(p) + self.delta * (0.5 + np.arctan(cont) / np.pi)
+
+    def evaluate(self, taps: dict, preds=None) -> dict:
+        F = self.statistic(taps)
+        return self.evaluate_F(F, preds)
+
+    def evaluate_F(self, F, preds=None, loo_labels=None) -> dict:
+        pc = self.class_pvalues(F)
+        if loo_labels is not None:  # calibration points ranked against the *other* calibration points
+            for c in range(self.n_classes):
+                sel = loo_labels == c
+                pc[sel, c] = self.nulls[c].leave_one_out()
+        z = self.standardized(F)
+        p, cont = self.aggregate(pc, z, preds)
+        return {"p": p, "cont": cont, "score": self.rank_score(p, cont), "pc": pc, "F": F}
+
+    def calibration_result(self, preds=None) -> dict:
+        """:meth:`evaluate` of the calibration points themselves, leave-one-out within their class
+        (what a fresh ID point would get, up to O(1/n)); for calibrating a second-stage statistic."""
+        return self.evaluate_F(self._cal_F, preds, loo_labels=self._cal_y)
+
+    @property
+    def nbytes(self) -> int:
+        return self.ref.nbytes + int(self._cal_F.nbytes)
+
+
+# ------------------------------------------------------------------------------------------------
+# extra statistics (variants)
+# ------------------------------------------------------------------------------------------------
+def _energy(logits):
+    from scipy.special import logsumexp
+
+    return -logsumexp(np.asarray(logits, np.float64), axis=1)
+
+
+def _msp(logits):
+    from scipy.special import softmax
+
+    return -softmax(np.asarray(logits, np.float64), axis=1).max(axis=1)
+
+
+class _Maha:
+    """Class-conditional Mahalanobis distance (Lee et al. 2018): class means and a shared covariance
+    of penultimate features on ``fit``; statistic = min over classes of the squared distance."""
+
+    def fit(self, feats, y, C):
+        f = np.asarray(feats, np.float64)
+        self.mu = np.stack([f[y == c].mean(0) for c in range(C)])
+        cen = f - self.mu[y]
+        cov = cen.T @ cen / len(f)
+        self.prec = np.linalg.pinv(cov, hermitian=True)
+        return self
+
+    def __call__(self, feats):
+        f = np.asarray(feats, np.float64)
+        out = np.empty(len(f))
+        for i in range(0, len(f), 2048):
+            x = f[i:i + 2048]
+            xp = x @ self.prec
+            d = (xp * x).sum(1)[:, None] - 2 * xp @ self.mu.T + ((self.mu @ self.prec) * self.mu).sum(1)[None, :]
+            out[i:i + 2048] = d.min(1)
+        return out
+
+
+class _KNN:
+    """k-th nearest-neighbour distance of L2-normalised penultimate features to the ``fit`` bank
+    (Sun et al. 2022)."""
+
+    def __init__(self, k):
+        self.k = int(k)
+
+    def fit(self, feats, y=None, C=None):
+        f = np.asarray(feats, np.float32)
+        self.bank = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+        return self
+
+    def __call__(self, feats):
+        f = np.asarray(feats, np.float32)
+        f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+        k = min(self.k, len(self.bank))
+        out = np.empty(len(f))
+        for i in range(0, len(f), 1024):
+            sim = f[i:i + 1024] @ self.bank.T
+            kth = -np.partition(-sim, k - 1, axis=1)[:, k - 1]
+            out[i:i + 1024] = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * kth))
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the harness detector
+# ------------------------------------------------------------------------------------------------
+class StatTest(Detector):
+    """Max-Simes-Fisher with exact conformal p-values (lab spec §2.3); variants via parameters.
+
+    Parameters: ``layers`` (tap names; ``None`` = the cache's default taps of the architecture);
+    ``channel_combiner`` (``simes`` | ``bonferroni`` | ``simes_by`` | ``hmp``); ``layer_combiner``
+    (``fisher`` | ``stouffer`` | ``hmp`` | ``min``, always calibrated empirically on ``cal``);
+    ``class_agg`` (``max`` | ``pred``); ``ranking`` (``tiebreak`` | ``pvalue`` | ``continuous``: what
+    ``score`` ranks by); ``extras`` (extra tests, see module docstring); ``extra_combiner``
+    (``simes`` | ``hmp`` | ``cauchy`` | ``fisher`` | ``bonferroni``); ``select_layers``
+    (``None`` | ``"cluster"``) and ``cluster_cut``; ``mondrian``; ``knn_k``; ``alpha`` (the level
+    used by :meth:`predict` by default).
+    """
+
+    consumes = frozenset({"taps"})
+    info = DetectorInfo(library="oodbench-lab", paper=PAPER, needs_fit=True,
+                        notes="p-values: false-alarm rate <= alpha on exchangeable ID data")
+
+    def __init__(self, layers=None, channel_combiner="simes", layer_combiner="fisher", class_agg="max",
+                 ranking="tiebreak", extras=(), extra_combiner="simes", select_layers=None, cluster_cut=0.3,
+                 mondrian=False, knn_k=10, alpha=0.05):
+        self.layers = layers
+        self.channel_combiner = channel_combiner
+        self.layer_combiner = layer_combiner
+        self.class_agg = class_agg
+        self.ranking = ranking
+        self.extras = extras
+        self.extra_combiner = extra_combiner
+        self.select_layers = select_layers
+        self.cluster_cut = cluster_cut
+        self.mondrian = mondrian
+        self.knn_k = knn_k
+        self.alpha = alpha
+
+    # --- representation access ------------------------------------------------------------------
+    def _taps(self, rep, names=None) -> dict:
+        names = list(names if names is not None else (self.layers or rep.store.taps))
+        have = set(rep.store.taps)
+        out = {}
+        cached = [n for n in names if n in have]
+        if cached:
+            t = rep.taps()
+            out.update({n: t[n] for n in cached})
+        other = [n for n in names if n not in have]
+        if other:  # layers the cache does not tap: hook them on the model (memoised per dataset)
+            memo = self.__dict__.setdefault("_tap_memo", {})
+            key = (rep.images.checksum, tuple(other))
+            if key not in memo:
+                memo.clear()
+                memo[key] = module_taps(rep.model, rep.inputs(), other)
+            out.update(memo[key])
+        return {n: out[n] for n in names}
+
+    # --- fit ----------------------------------------------------------------------------------------
+    def fit(self, fit, cal=None):
+        if cal is None:
+            raise ValueError("stattest needs the held-out 'cal' split to calibrate its p-values")
+        fy, cy = np.asarray(fit.labels, np.int64), np.asarray(cal.labels, np.int64)
+        C = int(max(fy.max(), cy.max()) + 1)
+        ftaps, ctaps = self._taps(fit), self._taps(cal)
+        self.layers_ = list(ftaps)
+        if self.select_layers == "cluster":
+            self.layers_ = self._cluster_layers(ftaps, fy, C)
+            ftaps = {n: ftaps[n] for n in self.layers_}
+            ctaps = {n: ctaps[n] for n in self.layers_}
+        elif self.select_layers not in (None, "none"):
+            raise ValueError("select_layers must be None or 'cluster'")
+        self.core_ = MaxSimesFisher(self.channel_combiner, self.layer_combiner, self.class_agg, ranking=self.ranking)
+        self.core_.fit(ftaps, fy, ctaps, cy, C)
+        cal_pred = cal.preds if (self.class_agg == "pred" or self.mondrian) else None
+        base = self.core_.calibration_result(cal_pred)
+        # extra tests, each a right-sided conformal p-value on cal
+        self.extras_ = []
+        self._cal_rep = cal
+        comps_cal, conts_cal = [base["p"]], [base["cont"]]
+        for e in self._extra_names():
+            fn = self._make_extra(e, fit, fy, C)
+            s_cal = np.asarray(fn(cal), np.float64)
+            null = pv.EmpiricalNull(s_cal)
+            self.extras_.append((e, fn, null))
+            comps_cal.append(null.leave_one_out())
+            conts_cal.append(null.standardize(s_cal))
+        self._cal_rep = None
+        self.combined_null_ = None
+        if self.extras_:
+            P = np.stack(comps_cal, axis=1)
+            if self._calibrate_combination():
+                self.combined_null_ = pv.EmpiricalNull(pv.combined_statistic(P, self.extra_combiner))
+            final_p, cont = self._final(P, np.stack(conts_cal, axis=1), loo=True)
+            # calibrated: p on the 1/(n_cal + 1) grid; Simes & co of several grids: finer, tiny tie-break
+            self.delta_ = (tiebreak_amplitude([self.combined_null_.n]) if self.combined_null_ is not None
+                           else 1e-9)
+        else:
+            final_p, cont = base["p"], base["cont"]
+            self.delta_ = self.core_.delta
+        self.mondrian_nulls_ = None
+        if self.mondrian:
+            t_cal = self._rank(final_p, cont)
+            cp = np.asarray(cal_pred, np.int64)
+            self.mondrian_nulls_ = {c: pv.EmpiricalNull(t_cal[cp == c]) for c in range(C) if (cp == c).any()}
+            self.mondrian_delta_ = tiebreak_amplitude([nl.n for nl in self.mondrian_nulls_.values()])
+        self._memo = {}
+        return self
+
+    def _extra_names(self):
+        ex = self.extras
+        if isinstance(ex, str):
+            ex = [e for e in ex.replace("+", ",").split(",") if e]
+        return list(ex or ())
+
+    def _calibrate_combination(self) -> bool:
+        return self.extra_combiner in ("hmp", "cauchy", "fisher", "stouffer")
+
+    def _make_extra(self, name, fit, fy, C):
+        if name == "energy":
+            return lambda rep: _energy(rep.logits)
+        if name == "msp":
+            return lambda rep: _msp(rep.logits)
+        if name == "maha":
+            m = _Maha().fit(fit.features, fy, C)
+            return lambda rep: m(rep.features)
+        if name == "knn":
+            m = _KNN(self.knn_k).fit(fit.features)
+            return lambda rep: m(rep.features)
+        from oodbench.adapters import registry
+
+        if name.startswith("stattest"):
+            raise ValueError(f"extra test {name!r} would nest the detector in itself")
+        if name not in registry.names():
+            raise KeyError(f"extra test {name!r} is neither built in ({', '.join(BUILTIN_EXTRAS)}) nor a "
+                           f"registered detector (is the module that registers it installed?)")
+        det = registry.create(name)
+        det.fit(fit, self._cal_rep)
+        return lambda rep: det.score(rep)
+
+    def _final(self, P, conts, loo=False):
+        """Combine the MaSF p-value with the extra tests' p-values -> (p, continuous statistic)."""
+        if self.combined_null_ is not None:
+            stat = pv.combined_statistic(P, self.extra_combiner)
+            p = self.combined_null_.leave_one_out() if loo else self.combined_null_.pvalue(stat)
+        else:
+            p = pv.combine(P, self.extra_combiner)
+        return p, conts.max(axis=1)
+
+    def _rank(self, p, cont):
+        if self.ranking == "tiebreak":
+            return -np.log(p) + self.delta_ * (0.5 + np.arctan(cont) / np.pi)
+        return self.core_.rank_score(p, cont)
+
+    def _cluster_layers(self, ftaps, fy, C) -> list:
+        """Haroush's findCluster: correlation of per-layer log p-values (own class, on ``fit``,
+        in-sample), Ward linkage on ``1 - |corr|``, cut at ``cluster_cut``, one medoid per cluster."""
+        from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.spatial.distance import squareform
+
+        names = list(ftaps)
+        if len(names) < 3:
+            return names
+        probe = MaxSimesFisher(self.channel_combiner).fit_reference(ftaps, fy, C)
+        rng = np.random.default_rng(0)
+        idx = rng.choice(len(fy), min(len(fy), 2000), replace=False)
+        lp = probe.layer_pvalues({n: ftaps[n][idx] for n in names})[np.arange(len(idx)), fy[idx]]  # (m, L)
+        lg = np.log(lp)
+        sd = lg.std(0)
+        corr = np.eye(len(names))
+        ok = sd > 0
+        if ok.sum() > 1:
+            corr[np.ix_(ok, ok)] = np.corrcoef(lg[:, ok].T)
+        dist = np.clip(1 - np.abs(corr), 0, None)
+        np.fill_diagonal(dist, 0)
+        labels = fcluster(linkage(squareform(dist, checks=False), "ward"), t=self.cluster_cut, criterion="distance")
+        keep = []
+        for k in np.unique(labels):
+            mem = np.flatnonzero(labels == k)
+            keep.append(mem[np.argmax(np.abs(corr[np.ix_(mem, mem)]).sum(1))])
+        self.layer_clusters_ = {names[i]: int(labels[i]) for i in range(len(names))}
+        return [names[i] for i in sorted(keep)]
+
+    # --- scoring ------------------------------------------------------------------------------------
+    def _result(self, rep):
+        key = (rep.images.checksum, len(rep))
+        memo = self.__dict__.setdefault("_memo", {})  # score() and p_value() of one dataset share the work
+        if key in memo:
+            return memo[key]
+        preds = rep.preds if (self.class_agg == "pred" or self.mondrian) else None
+        base = self.core_.evaluate(self._taps(rep, self.layers_), preds)
+        p, cont = base["p"], base["cont"]
+        if self.extras_:
+            comps, conts = [p], [cont]
+            for _, fn, null in self.extras_:
+                s = np.asarray(fn(rep), np.float64)
+                comps.append(null.pvalue(s))
+                conts.append(null.standardize(s))
+            p, cont = self._final(np.stack(comps, 1), np.stack(conts, 1))
+        score = self._rank(p, cont)
+        if self.mondrian_nulls_ is not None:
+            t = score
+            p = np.ones(len(t))
+            for c, null in self.mondrian_nulls_.items():
+                sel = preds == c
+                p[sel] = null.pvalue(t[sel])
+            z = np.zeros(len(t))
+            for c, null in self.mondrian_nulls_.items():
+                sel = preds == c
+                z[sel] = null.standardize(t[sel])
+            score = -np.log(p) + self.mondrian_delta_ * (0.5 + np.arctan(z) / np.pi)
+        res = {"p": np.asarray(p, np.float64), "score": np.asarray(score, np.float64)}
+        if len(memo) >= 64:
+            memo.pop(next(iter(memo)))
+        memo[key] = res
+        return res
+
+    def score(self, rep) -> np.ndarray:
+        return self._result(rep)["score"]
+
+    def p_value(self, rep) -> np.ndarray:
+        return self._result(rep)["p"]
+
+    def predict(self, rep, alpha: float | None = None) -> np.ndarray:
+        """True = OOD (reject H0 at level ``alpha``)."""
+        return self.p_value(rep) <= (self.alpha if alpha is None else alpha)
+
+    @property
+    def tap_layers(self) -> list:
+        """The layers the fitted detector reads (for building a representation of new inputs)."""
+        return list(getattr(self, "layers_", self.layers or []))
+
+
+def variant(base: type, name: str, doc: str = "", consumes=None, **defaults) -> type:
+    """A subclass of ``base`` whose hyperparameter defaults are ``defaults`` (so that ``clone`` and
+    ``get_params`` work unchanged)."""
+    sig = inspect.signature(base.__init__)
+    bad = set(defaults) - set(sig.parameters)
+    if bad:
+        raise TypeError(f"unknown parameters {bad}")
+    params = [p.replace(default=defaults[p.name]) if p.name in defaults else p for p in sig.parameters.values()]
+
+    def __init__(self, **kw):
+        base.__init__(self, **{**defaults, **kw})
+
+    __init__.__signature__ = sig.replace(parameters=params)
+    attrs = {"__init__": __init__, "__doc__": doc or base.__doc__}
+    if consumes is not None:
+        attrs["consumes"] = frozenset(consumes)
+    return type(name, (base,), attrs)
