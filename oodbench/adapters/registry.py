@@ -55,7 +55,7 @@ def _load():
             if e.name == mod:  # the module itself does not exist (yet)
                 continue
             _UNAVAILABLE[mod] = f"{type(e).__name__}: {e}"
-        except ImportError as e:
+        except Exception as e:  # a broken adapter module must not break the harness
             _UNAVAILABLE[mod] = f"{type(e).__name__}: {e}"
     try:
         from importlib.metadata import entry_points

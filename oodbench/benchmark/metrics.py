@@ -218,13 +218,23 @@ def roc_points(id_scores, ood_scores, grid: int = 101) -> dict[str, list]:
     return {"fpr": [round(float(x), 4) for x in g], "tpr": [round(float(x), 4) for x in t]}
 
 
-def histograms(scores: dict[str, np.ndarray], bins: int = 40) -> dict:
-    """Histograms of several score arrays on shared bin edges (0.5 %–99.5 % quantiles of all
-    finite scores; values outside are clipped into the end bins)."""
-    finite = np.concatenate([s[np.isfinite(s)] for s in scores.values()] or [np.zeros(1)])
-    if finite.size == 0:
-        finite = np.zeros(1)
-    lo, hi = np.quantile(finite, [0.005, 0.995])
+def histograms(scores: dict[str, np.ndarray], bins: int = 40, ref: str = "id") -> dict:
+    """Histograms of several score arrays on shared bin edges: the 0.5 %–99.5 % quantiles of the
+    ``ref`` (ID) scores, widened to reach the median of every other array, so the ID distribution
+    stays resolved when some OOD scores are huge; values outside are clipped into the end bins."""
+    def finite(s):
+        s = np.asarray(s, np.float64)
+        return s[np.isfinite(s)]
+
+    base = finite(scores.get(ref, np.concatenate([finite(s) for s in scores.values()])))
+    if base.size == 0:
+        base = np.zeros(1)
+    lo, hi = np.quantile(base, [0.005, 0.995])
+    for k, s in scores.items():
+        f = finite(s)
+        if k != ref and f.size:
+            med = float(np.median(f))
+            lo, hi = min(lo, med), max(hi, med)
     if not hi > lo:
         lo, hi = lo - 0.5, hi + 0.5
     edges = np.linspace(lo, hi, bins + 1)

@@ -49,8 +49,9 @@ def read(path) -> pd.DataFrame | None:
     p = Path(path)
     if not p.exists():
         return None
-    df = pd.read_csv(p, keep_default_na=True)
-    for c in ("status", "error", "library", "group", "test_set"):
+    text = ("status", "error", "library", "group", "test_set", "detector", "metric", "suite", "model")
+    df = pd.read_csv(p, dtype={c: str for c in text}, keep_default_na=True)
+    for c in text:
         if c in df.columns:
             df[c] = df[c].fillna("")
     return df
@@ -114,7 +115,7 @@ def leaderboard_markdown(df: pd.DataFrame, record: dict | None = None) -> str:
                   "test sets; ± is the std over seeds. Produced by `oodbench run`; do not edit.", ""]
     acc = df[(df["metric"] == "accuracy") & (df["status"] == "ok")]
     if len(acc):
-        a = acc.groupby("test_set")["value"].agg(["mean", "std"])
+        a = acc.groupby("test_set")["value"].agg(["mean", lambda v: v.std(ddof=0)])
         lines += ["Classifier accuracy: " + ", ".join(
             f"{t} {_fmt(m, s if len(acc['seed'].unique()) > 1 else None)}" for t, (m, s) in a.iterrows()) + "", ""]
     if not lb.empty:

@@ -80,10 +80,20 @@ def _needs(dets) -> set[str]:
     return kinds
 
 
+def _code_hash(cls) -> str:
+    """Hash of the source file defining a detector class, so edited detector code invalidates cached scores."""
+    try:
+        import inspect
+
+        return hashlib.sha256(Path(inspect.getfile(cls)).read_bytes()).hexdigest()[:16]
+    except (TypeError, OSError):
+        return ""
+
+
 def _score_key(name, det, model_key, mat) -> str:
     blob = json.dumps({"name": name, "params": det.get_params(), "lib": det.info.library_version,
-                       "model": model_key, "fit": mat.fit.checksum, "cal": mat.cal.checksum}, sort_keys=True,
-                      default=repr)
+                       "code": _code_hash(type(det)), "model": model_key, "fit": mat.fit.checksum,
+                       "cal": mat.cal.checksum}, sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

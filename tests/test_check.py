@@ -1,0 +1,190 @@
+"""`oodbench check`: the contract passes for built-in detectors and fails, saying why, for broken ones;
+the baseline comparison stores, passes and fails on a drop beyond the tolerance."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from oodbench.adapters.base import Detector, DetectorInfo
+from oodbench.benchmark import check, separable
+from oodbench.benchmark.check import check_detector
+
+
+@pytest.fixture(scope="module")
+def sep():
+    return separable.problem()
+
+
+class _MSP(Detector):
+    """Max-softmax on cached logits, higher = more OOD."""
+
+    consumes = frozenset({"logits"})
+    info = DetectorInfo(library="tests")
+
+    def fit(self, fit, cal=None):
+        return self
+
+    def score(self, rep):
+        z = rep.logits.astype(np.float64)
+        p = np.exp(z - z.max(1, keepdims=True))
+        return -(p / p.sum(1, keepdims=True)).max(1)
+
+
+class WrongSign(_MSP):
+    def score(self, rep):
+        return -super().score(rep)
+
+
+class ReturnsNaN(_MSP):
+    def score(self, rep):
+        s = super().score(rep)
+        s[::7] = np.nan
+        return s
+
+
+class Nondeterministic(_MSP):
+    def score(self, rep):
+        return super().score(rep) + np.random.default_rng().normal(0, 1e-3, len(rep))
+
+
+class NoMetadata(_MSP):
+    consumes = frozenset()
+
+
+@pytest.mark.parametrize("name", ["pytorch_ood.msp", "pytorch_ood.energy", "pytorch_ood.mahalanobis"])
+def test_builtin_detectors_pass(name, sep):
+    res = check_detector(name, problem=sep)
+    assert res.passed
+    assert {f.check for f in res.findings} >= {"metadata", "constructor", "fit/score on CPU", "output", "no NaN",
+                                               "sign", "determinism"}
+
+
+def test_good_third_party_class_passes(sep):
+    assert check_detector(_MSP, problem=sep, name="tests.msp").passed
+
+
+@pytest.mark.parametrize("cls, check_name, why", [
+    (WrongSign, "sign", "inverted"),
+    (ReturnsNaN, "no NaN", "NaN scores"),
+    (Nondeterministic, "determinism", "differs"),
+    (NoMetadata, "metadata", "consumes"),
+])
+def test_broken_detectors_fail_saying_why(cls, check_name, why, sep):
+    with pytest.raises(AssertionError, match=why) as e:
+        check_detector(cls, problem=sep, name=f"tests.{cls.__name__}")
+    assert check_name in str(e.value)
+    res = check_detector(cls, problem=sep, name=f"tests.{cls.__name__}", raise_on_fail=False)
+    assert not res.passed and {f.check for f in res.failures} == {check_name}
+
+
+def test_cuda_calls_are_caught(sep):
+    import torch
+
+    class UsesCuda(_MSP):
+        def score(self, rep):
+            return super().score(rep) + torch.zeros(1).cuda().item()
+
+    res = check_detector(UsesCuda, problem=sep, name="tests.cuda", raise_on_fail=False)
+    assert "fit/score on CPU" in [f.check for f in res.failures]
+    assert ".cuda()" in res.failures[0].message
+
+
+def test_compare_with_baseline(tmp_path):
+    base = tmp_path / "b.csv"
+    measured = {("near", "auroc"): 0.90, ("near", "fpr95"): 0.30, ("far", "auroc"): 0.95}
+    check.update_baseline(base, "s", "m", {"det": measured, "other": {("near", "auroc"): 0.99}},
+                          {"det": ("lib", "1")}, 1)
+    df = check.read_baseline(base)
+    assert len(df) == 4 and list(df.columns) == check.BASELINE_COLUMNS
+    res = check.CheckResult("det")
+    check.compare(res, measured, df, "s", "m", 0.02, 0.05)
+    assert res.passed, res.summary()
+    res = check.CheckResult("det")
+    check.compare(res, {**measured, ("near", "auroc"): 0.85, ("near", "fpr95"): 0.40}, df, "s", "m", 0.02, 0.05)
+    assert not res.passed
+    msg = res.failures[0].message
+    assert "near auroc dropped from 0.9000 to 0.8500 (tolerance 0.020)" in msg and "fpr95 rose" in msg
+    res = check.CheckResult("new")
+    check.compare(res, {("near", "auroc"): 0.95}, df, "s", "m", 0.02, 0.05)
+    assert res.passed and "rank 2 of 3" in res.findings[0].message
+    # updating one detector keeps the others
+    check.update_baseline(base, "s", "m", {"det": {("near", "auroc"): 0.5}}, {}, 1)
+    df = check.read_baseline(base)
+    assert set(df["detector"]) == {"det", "other"} and len(df) == 2
+
+
+def test_check_on_suite_with_baseline(data_dir, cache_dir, mnist_smoke, tmp_path):
+    base = tmp_path / "mnist-smoke.csv"
+    kw = dict(suite="mnist-smoke", baseline=base, data_dir=data_dir, cache_dir=cache_dir)
+    res = check_detector("pytorch_ood.energy", update_baseline=True, **kw)
+    df = pd.read_csv(base)
+    assert set(df["group"]) >= {"near", "far"} and set(df["metric"]) >= {"auroc", "fpr95"}
+    res = check_detector("pytorch_ood.energy", **kw)
+    assert "within tolerance" in [f for f in res.findings if f.check == "baseline"][0].message
+    # a stored baseline that the detector cannot reach: exit non-zero with the reason
+    df.loc[df["metric"] == "auroc", "value"] = 0.999
+    df.to_csv(base, index=False)
+    with pytest.raises(AssertionError, match="auroc dropped"):
+        check_detector("pytorch_ood.energy", **kw)
+
+
+def test_cli_check_exit_codes(tmp_path, monkeypatch, capsys):
+    from oodbench.benchmark import cli
+
+    mod = tmp_path / "broken_det_mod.py"
+    mod.write_text(
+        "import numpy as np\n"
+        "from oodbench.adapters import Detector, DetectorInfo\n"
+        "class Det(Detector):\n"
+        "    consumes = frozenset({'logits'})\n"
+        "    info = DetectorInfo(library='mine')\n"
+        "    def score(self, rep):\n"
+        "        return rep.logits.max(1).astype(np.float64)  # a confidence: wrong sign\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cli.main(["check", "broken_det_mod:Det", "--name", "tests.cli_wrong"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "inverted" in out
+    assert cli.main(["check", "pytorch_ood.maxlogit"]) == 0
+
+
+README_DETECTOR = '''
+import numpy as np
+from oodbench.adapters import Detector, DetectorInfo
+
+
+class Margin(Detector):
+    consumes = frozenset({"logits"})
+    info = DetectorInfo(library="mine", paper="", needs_fit=False)
+
+    def __init__(self, k: int = 2):
+        self.k = k
+
+    def fit(self, fit, cal=None):
+        return self
+
+    def score(self, rep):
+        top = np.sort(rep.logits, axis=1)[:, -self.k:]
+        return -(top[:, -1] - top[:, 0]).astype(np.float64)
+'''
+
+
+def test_entry_point_plugin_is_listed_and_checked(tmp_path):
+    """A third-party package registers through the `oodbench.detectors` entry point, then appears in
+    `oodbench list` and passes `oodbench check` by name (the README's path)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "my_package").mkdir()
+    (tmp_path / "my_package" / "__init__.py").write_text("")
+    (tmp_path / "my_package" / "margin.py").write_text(README_DETECTOR)
+    info = tmp_path / "my_package-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-package\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text('[oodbench.detectors]\nmy.maxlogit_margin = my_package.margin:Margin\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(check.REPO)])}
+    code = ("import sys; from oodbench.benchmark import cli; cli.main(['list']); "
+            "sys.exit(cli.main(['check', 'my.maxlogit_margin']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "my.maxlogit_margin" in r.stdout and "mine" in r.stdout
+    assert "my.maxlogit_margin: PASSED" in r.stdout

@@ -1,0 +1,152 @@
+"""`oodbench report`: built from results files alone, deterministic, self-contained HTML that renders in
+a real headless browser (skipped, with the reason, when chromium is not installed)."""
+import base64
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from oodbench.benchmark import report
+
+EASE = {
+    "timestamp": "2026-01-01T00:00:00Z",
+    "environment": {"python": "3.11", "cpu_threads": 1},
+    "libraries": {"pytorch-ood": {
+        "version": "0.4.0", "n_detectors": 2,
+        "install": {"on_pypi": True, "n_declared_dependencies": 5, "added_packages": 1, "added_mb": 120.5,
+                    "undeclared_imports": ["sklearn"], "pin_conflicts": []},
+        "import": {"median_s": 1.5, "runs": [1.4, 1.5, 1.6], "statement": "import pytorch_ood"},
+        "integration": {"adapter_code_lines": 90, "median_lines_per_detector": 1}}},
+    "detectors": {
+        "pytorch_ood.msp": {"library": "pytorch-ood", "consumes": ["logits"], "required_args": [],
+                            "requirements": {"fit_data": False, "ood_tuning": False, "gradients": False,
+                                             "gpu_only": False}, "network_at_construction": False,
+                            "adapter_lines": 1, "probes": {"nan_input": {"outcome": "silent garbage"}}}},
+    "quality": {"pytorch-ood": {"modules": 60, "code_lines": 5000, "size_kb": 700, "public_classes": 80,
+                                "public_functions": 30, "docstring_coverage": 0.7, "type_hint_coverage": 0.5,
+                                "test_files_shipped": 0, "hardcoded_cuda_calls": 0, "bare_excepts": 0,
+                                "path": "site-packages/pytorch_ood"}},
+    "facts": {"openood": [{"fact": "not on PyPI", "source": "https://github.com/Jingkang50/OpenOOD"}]},
+}
+
+
+@pytest.fixture(scope="module")
+def results_dir(data_dir, cache_dir, mnist_smoke, tmp_path_factory):
+    from oodbench.benchmark import runner
+
+    root = tmp_path_factory.mktemp("results")
+    runner.evaluate("mnist-smoke", ["pytorch_ood.msp", "pytorch_ood.energy"], seeds=(0,), data_dir=data_dir,
+                    cache_dir=cache_dir, out=root / "mnist-smoke", threads=1, n_boot=20, progress=False)
+    (root / "ease").mkdir()
+    (root / "ease" / "ease.json").write_text(json.dumps(EASE))
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(results_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports")
+    paths = report.write_reports(results_dir, out)
+    return out, paths
+
+
+def test_reports_written(built):
+    out, paths = built
+    names = {p.relative_to(out).as_posix() for p in paths}
+    assert {"mnist-smoke/report.md", "mnist-smoke/report.html", "comparison.md", "comparison.html",
+            "mnist-smoke/figures/auroc_heatmap.png", "mnist-smoke/figures/roc_groups.png",
+            "mnist-smoke/figures/roc_sets.png", "mnist-smoke/figures/score_histograms.png",
+            "mnist-smoke/figures/speed_vs_auroc.png"} <= names
+    md = (out / "mnist-smoke" / "report.md").read_text()
+    for section in ("## Leaderboard", "## Per test set", "AUROC per test set", "## Figures", "## Cost",
+                    "## Ease of use", "## Code quality", "near AUROC CI", "pytorch_ood.energy"):
+        assert section in md
+    comp = (out / "comparison.md").read_text()
+    for section in ("## 1. Ease of use", "## 2. Performance", "## 3. Robustness", "## 4. Code quality",
+                    "not on PyPI", "silent garbage"):
+        assert section in comp
+
+
+def test_report_is_deterministic(results_dir, built, tmp_path):
+    out, paths = built
+    report.write_reports(results_dir, tmp_path)
+    for p in paths:
+        q = tmp_path / p.relative_to(out)
+        assert q.read_bytes() == p.read_bytes(), f"{p.name} differs between two builds"
+
+
+def test_html_is_self_contained(built):
+    out, _ = built
+    page = (out / "mnist-smoke" / "report.html").read_text()
+    assert not re.search(r"""(src|href)=["'](https?:|//|file:)""", page)
+    assert "<link" not in page and "@import" not in page
+    imgs = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(imgs) == 5
+    assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in imgs)
+    assert 'table class="sortable" id="leaderboard"' in page
+
+
+def test_leaderboard_values_match_results(results_dir):
+    res = report.SuiteResults(results_dir / "mnist-smoke")
+    lb = report.leaderboard(res)
+    df = res.df
+    for _, r in lb.iterrows():
+        v = df[(df["detector"] == r["detector"]) & (df["test_set"] == "near-mean") & (df["metric"] == "auroc")]
+        assert r["near:auroc"] == pytest.approx(v["value"].mean())
+        assert r["near:auroc:lo"] <= r["near:auroc:hi"]
+    assert list(lb["near:auroc"]) == sorted(lb["near:auroc"], reverse=True)
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+PROBE = """<script>
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var loaded = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  var t = document.getElementById("leaderboard");
+  var rowsOf = function () { return Array.prototype.map.call(t.tBodies[0].rows,
+      function (r) { return r.cells[1].textContent; }).join(","); };
+  var before = rowsOf();
+  t.tHead.rows[0].cells[1].click();  // sort by detector name, ascending
+  var asc = rowsOf();
+  t.tHead.rows[0].cells[1].click();  // and descending
+  var desc = rowsOf();
+  var sorted = asc.split(",").slice().sort().join(",") === asc && asc.split(",").reverse().join(",") === desc;
+  document.title = "PROBE imgs=" + imgs.length + " loaded=" + loaded + " tables=" +
+      document.querySelectorAll("table").length + " sorted=" + sorted + " before=" + before;
+});
+</script></body>"""
+
+
+def test_page_renders_in_headless_chromium(built, tmp_path):
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's `chromium` package when apt is available)")
+    out, _ = built
+    page = (out / "mnist-smoke" / "report.html").read_text().replace("</body>", PROBE)
+    f = tmp_path / "probe.html"
+    f.write_text(page)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--enable-logging=stderr", "--v=0",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    r = subprocess.run([exe, *flags, "--virtual-time-budget=5000", "--dump-dom", f.as_uri()], capture_output=True,
+                       text=True, timeout=120)
+    m = re.search(r"<title>PROBE imgs=(\d+) loaded=(\d+) tables=(\d+) sorted=(\w+)", r.stdout)
+    assert m, f"page did not load or the probe did not run; stderr: {r.stderr[-2000:]}"
+    imgs, loaded, tables, srt = int(m[1]), int(m[2]), int(m[3]), m[4]
+    assert imgs == 5 and loaded == imgs, f"{loaded} of {imgs} images loaded"
+    assert tables >= 5
+    assert srt == "true", "clicking the detector header did not sort the leaderboard"
+    console = [ln for ln in r.stderr.splitlines() if ":CONSOLE" in ln]
+    assert not console, f"console messages: {console}"
+    # and a screenshot renders
+    shot = tmp_path / "p.png"
+    subprocess.run([exe, *flags, f"--screenshot={shot}", "--window-size=1400,2000",
+                    (out / "mnist-smoke" / "report.html").as_uri()], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10000
