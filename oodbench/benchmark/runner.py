@@ -90,8 +90,9 @@ def _code_hash(cls) -> str:
         return ""
 
 
-def _score_key(name, det, model_key, mat) -> str:
+def _score_key(name, det, model_key, mat, device="cpu") -> str:
     blob = json.dumps({"name": name, "params": det.get_params(), "lib": det.info.library_version,
+                       "device": "cuda" if str(device).startswith("cuda") else "cpu",
                        "code": _code_hash(type(det)), "model": model_key, "fit": mat.fit.checksum,
                        "cal": mat.cal.checksum}, sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -209,7 +210,7 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
             lib = cls.info.library
             cpath = None
             if use_score_cache:
-                cpath = cache / "scores" / meta["key"] / f"{name}-{_score_key(name, cls(), meta['key'], mat)}.npz"
+                cpath = cache / "scores" / meta["key"] / f"{name}-{_score_key(name, cls(), meta['key'], mat, device)}.npz"
             try:
                 det, scores, pvals, rec = _run_detector(name, store, mat, cpath, say, device, int(seed))
             except Exception as e:  # a failing detector is recorded and the run goes on

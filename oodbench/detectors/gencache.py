@@ -1,0 +1,83 @@
+"""Checkpoint cache for the generative models the lab detectors train (VAE, WGAN-GP + inverter).
+
+Mirrors :func:`oodbench.benchmark.models.load_or_train`: a checkpoint lives under
+``<cache>/generative/<kind>-<key>.pt`` with a ``.json`` sidecar holding its sha256 and the training
+log; the key is a hash of (kind, architecture/training hyperparameters, training-data checksum,
+seed). Both files are written atomically; a checkpoint that fails its checksum is retrained, not
+trusted. ``cache=None`` (tests) trains in memory and caches nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from oodbench.benchmark.io import atomic_write, sha256_bytes, write_json
+
+
+#: trained modules of this process when there is no cache folder, (kind, key) -> (state_dict, meta)
+_MEMO: dict = {}
+
+
+def key_of(kind: str, config: dict, data_checksum: str, seed: int) -> str:
+    blob = json.dumps({"kind": kind, "config": config, "data": data_checksum, "seed": int(seed)}, sort_keys=True,
+                      default=repr)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def load_or_train(kind: str, config: dict, data_checksum: str, seed: int, cache, build: Callable[[], torch.nn.Module],
+                  train: Callable[[torch.nn.Module], dict]) -> tuple[torch.nn.Module, dict]:
+    """Return ``(module, meta)``: the cached checkpoint of ``build()`` for this key, or ``train(module)``'s
+    result (``train`` trains in place and returns a JSON-able log) saved to the cache."""
+    key = key_of(kind, config, data_checksum, seed)
+    module = build()
+    path = meta_path = None
+    if cache is None and (kind, key) in _MEMO:  # no cache folder (tests): reuse within the process
+        state, meta = _MEMO[(kind, key)]
+        module.load_state_dict(state)
+        return module.eval(), {**meta, "cached": True}
+    if cache is not None:
+        path = Path(cache) / "generative" / f"{kind}-{key}.pt"
+        meta_path = path.with_suffix(".json")
+        if path.exists() and meta_path.exists():
+            try:
+                data = path.read_bytes()
+                meta = json.loads(meta_path.read_text())
+                if sha256_bytes(data) == meta.get("sha256"):
+                    module.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+                    meta["cached"] = True
+                    return module.eval(), meta
+            except (ValueError, RuntimeError, OSError) as e:
+                print(f"warning: checkpoint {path} unreadable ({e}); retraining")
+            else:
+                print(f"warning: checkpoint {path} fails its checksum; retraining")
+    log = train(module)
+    module = module.cpu().eval()
+    meta = {"kind": kind, "config": config, "data_checksum": data_checksum, "seed": int(seed), "key": key, **log}
+    if path is not None:
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, buf)
+        data = buf.getvalue()
+        meta["sha256"] = sha256_bytes(data)
+        atomic_write(path, data)
+        write_json(meta_path, meta)
+    else:
+        if len(_MEMO) >= 4:
+            _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[(kind, key)] = ({k: v.detach().clone() for k, v in module.state_dict().items()}, dict(meta))
+    meta["cached"] = False
+    return module, meta
+
+
+def conformal_p(cal_scores, scores):
+    """Right-sided conformal p-value ``(1 + #{cal >= s}) / (n + 1)`` (ties count against rejection)."""
+    import numpy as np
+
+    cal = np.sort(np.asarray(cal_scores, np.float64))
+    s = np.asarray(scores, np.float64)
+    n_ge = len(cal) - np.searchsorted(cal, s, side="left")
+    return (1.0 + n_ge) / (len(cal) + 1.0)
