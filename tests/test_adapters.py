@@ -20,6 +20,12 @@ def test_template_net_is_accurate(sep):
 
 @pytest.mark.parametrize("name", registry.names())
 def test_higher_means_more_ood(name, sep):
+    if registry.get(name).info.extra.get("available") is False:  # an optional library that is not installed
+        pytest.skip(f"{name}: {registry.get(name).info.extra.get('optional_dependency', 'optional dependency')} "
+                    "not installed")
+    why = registry.get(name).info.extra.get("separable_toy")
+    if why:  # a documented reason why this detector cannot separate this toy (DetectorInfo.extra)
+        pytest.xfail(f"{name}: {why}")
     det = registry.create(name)
     det.fit(sep.reps("fit"), sep.reps("cal"))
     s_id = check_scores(det.score(sep.reps("id_test")), len(sep.id_test), name)

@@ -60,10 +60,13 @@ def _git_commit() -> str:
 
 
 def default_detectors(device: str = "cpu") -> list[str]:
-    """Every registered detector that can run on ``device``; expensive ones are included."""
+    """Every registered detector whose library is installed and that can run on ``device``; expensive
+    ones are included (they score a seeded subsample on CPU where they say so)."""
     out = []
     for n in registry.names():
         info = registry.get(n).info
+        if info.extra.get("available") is False:
+            continue
         if str(device).startswith("cuda") or info.cpu_ok:
             out.append(n)
     return out

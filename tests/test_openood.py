@@ -1,0 +1,109 @@
+"""OpenOOD adapter. Without OpenOOD (CI): the module imports, every postprocessor is registered and
+listed as unavailable, and fitting says how to install it. With OpenOOD: every wired postprocessor
+fits and scores on tiny data through the CPU patch, cached features are served without a forward
+pass, and the agreement table works."""
+import numpy as np
+import pytest
+import torch
+
+from oodbench.adapters import openood as oa
+from oodbench.adapters import registry
+from oodbench.adapters.base import check_scores
+
+NAMES = [n for n in registry.names() if n.startswith("openood.")]
+HAVE, WHY = oa.available()
+needs_openood = pytest.mark.skipif(not HAVE, reason=f"OpenOOD not installed ({WHY}); see docs/openood.md")
+
+
+def test_registered_without_importing_openood():
+    core = {"msp", "temp_scaling", "ebo", "mls", "odin", "gen", "klm", "mds", "rmds", "knn", "vim", "react", "ash",
+            "dice", "she", "gradnorm"}
+    assert {f"openood.{n}" for n in core} <= set(NAMES)
+    for n in NAMES:
+        info = registry.get(n).info
+        assert info.library == "openood" and "available" in info.extra
+    assert registry.get("openood.knn")().get_params() == {"K": 50}
+    assert registry.get("openood.react").hyperparameter_space() == {"percentile": [85, 90, 95, 99]}
+
+
+@pytest.mark.skipif(HAVE, reason="OpenOOD is installed")
+def test_missing_openood_says_how_to_install():
+    from oodbench.benchmark import separable
+
+    sep = separable.problem(n_per_class=5)
+    with pytest.raises(oa.OpenOODMissing, match="pip install"):
+        registry.create("openood.msp").fit(sep.reps("fit"), sep.reps("cal"))
+
+
+def test_cpu_patch_restores_torch():
+    cuda_t, cuda_m = torch.Tensor.cuda, torch.nn.Module.cuda
+    with oa.cpu_patch():
+        assert torch.ones(2).cuda().device.type == "cpu"
+        assert torch.ones(1, device="cuda").device.type == "cpu"
+    assert torch.Tensor.cuda is cuda_t and torch.nn.Module.cuda is cuda_m
+
+
+def _images(n, seed, name, k=4):
+    from oodbench.benchmark.data import ImageSet
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, 28, 28)).astype(np.uint8)
+    y = np.arange(n) % k
+    for i in range(n):
+        x[i, 7 * y[i]:7 * y[i] + 7] = 255
+    return ImageSet(name, x, y.astype(np.int64), f"{name}-{n}-{seed}")
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    """The tiny SmallCNN of test_pytorch_ood (4-D maps, BN, Conv2d/ReLU modules), trained a few steps."""
+    from oodbench.benchmark import models
+    from oodbench.benchmark.features import RepresentationStore
+
+    torch.manual_seed(0)
+    model = models.build("smallcnn", in_channels=1, num_classes=4)
+    sets = {"fit": _images(64, 1, "fit"), "cal": _images(32, 2, "cal"), "id": _images(24, 3, "id"),
+            "ood": _images(24, 4, "ood")}
+    models.train(model, sets["fit"].x, sets["fit"].y, models.Recipe("tiny", epochs=15, batch_size=64, lr=0.01),
+                 seed=0, progress=False)
+    store = RepresentationStore(model.eval(), "tiny-cnn", cache=None, batch_size=64)
+    return store, {k: store.representation(v, k) for k, v in sets.items()}
+
+
+@needs_openood
+@pytest.mark.parametrize("name", NAMES)
+def test_smoke_fit_and_score(name, cnn):
+    store, reps = cnn
+    det = registry.create(name, **({"K": 10} if name == "openood.knn" else {}))
+    det.fit(reps["fit"], reps["cal"])
+    for key in ("id", "ood"):
+        check_scores(det.score(reps[key]), len(reps[key]), name)
+
+
+@needs_openood
+def test_lookup_feeds_cost_no_forward_pass(cnn):
+    store, reps = cnn
+    for r in reps.values():
+        r.logits  # noqa: B018 - extraction
+    before = store.stats["forward_passes"]
+    for name in ("openood.msp", "openood.mds", "openood.knn", "openood.react", "openood.ash"):
+        det = registry.create(name, **({"K": 10} if name == "openood.knn" else {}))
+        det.fit(reps["fit"], reps["cal"]).score(reps["id"])
+    assert store.stats["forward_passes"] == before
+
+
+@needs_openood
+def test_agreement_on_the_separable_toy():
+    from oodbench.benchmark import agreement, separable
+
+    sep = separable.problem(n_per_class=20)
+    tests = [type("T", (), {"name": "noise", "group": "far"})()]
+    got = {}
+    for name in ("pytorch_ood.msp", "openood.msp", "pytorch_ood.energy", "openood.ebo"):
+        det = registry.create(name).fit(sep.reps("fit"), sep.reps("cal"))
+        got[name] = {"id": det.score(sep.reps("id_test")), "noise": det.score(sep.reps("ood"))}
+    rows = agreement.compare(got["pytorch_ood.msp"], got["openood.msp"], tests, "MSP", "a", "b")
+    rows += agreement.compare(got["pytorch_ood.energy"], got["openood.ebo"], tests, "Energy", "a", "b")
+    for r in rows:
+        assert r["spearman"] > 0.999 or np.isnan(r["spearman"]), r
+    assert abs(rows[1]["auroc_diff"]) < 1e-9

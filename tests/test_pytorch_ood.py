@@ -1,0 +1,111 @@
+"""pytorch-ood 0.4.0 adapter: every wired detector fits and scores on tiny data through each feed
+(cached logits / features, feature maps, taps, the network), defaults are the library's, and the
+coverage table lists every detector the library exports."""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from oodbench.adapters import pytorch_ood as pa
+from oodbench.adapters import registry
+from oodbench.adapters.base import check_scores
+from oodbench.benchmark import models
+from oodbench.benchmark.data import ImageSet
+from oodbench.benchmark.features import RepresentationStore
+
+NAMES = [n for n in registry.names() if n.startswith("pytorch_ood.")]
+DOC = Path(__file__).resolve().parents[1] / "docs" / "pytorch_ood_coverage.md"
+
+
+def _images(n, seed, name, k=4):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, 28, 28)).astype(np.uint8)
+    y = np.arange(n) % k
+    for i in range(n):  # a little class structure
+        x[i, 7 * y[i]:7 * y[i] + 7] = 255
+    return ImageSet(name, x, y.astype(np.int64), f"{name}-{n}-{seed}")
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    """A random SmallCNN (4-D feature maps, BN, Sequential blocks) on 28x28 grey: exercises every feed."""
+    torch.manual_seed(0)
+    model = models.build("smallcnn", in_channels=1, num_classes=4)
+    sets = {"fit": _images(64, 1, "fit"), "cal": _images(32, 2, "cal"), "id": _images(24, 3, "id"),
+            "ood": _images(24, 4, "ood")}
+    # a few steps so that every class is predicted (SHE, Mahalanobis need correct predictions per class)
+    models.train(model, sets["fit"].x, sets["fit"].y, models.Recipe("tiny", epochs=15, batch_size=64, lr=0.01),
+                 seed=0, progress=False)
+    store = RepresentationStore(model.eval(), "tiny-cnn", cache=None, batch_size=64)
+    return store, {k: store.representation(v, k) for k, v in sets.items()}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_smoke_fit_and_score_on_a_cnn(name, cnn):
+    store, reps = cnn
+    assert set(np.unique(reps["fit"].preds)) == {0, 1, 2, 3}
+    params = {"k": 10} if name == "pytorch_ood.knn" else {}
+    det = registry.create(name, **params)
+    det.fit(reps["fit"], reps["cal"])
+    for key in ("id", "ood"):
+        s = check_scores(det.score(reps[key]), len(reps[key]), name)
+        assert s.dtype == np.float64
+
+
+def test_defaults_are_the_librarys_and_recorded():
+    assert registry.create("pytorch_ood.knn").get_params()["k"] == 50
+    assert registry.create("pytorch_ood.odin").get_params()["temperature"] == 1000.0
+    assert registry.create("pytorch_ood.react").get_params()["percentile"] == 0.9
+    assert registry.create("pytorch_ood.dice").get_params()["p"] == 0.9  # no library default: ours, recorded
+    assert registry.get("pytorch_ood.dice").info.extra["policy_defaults"] == {"p": 0.9}
+    assert registry.create("pytorch_ood.knn", k=7).get_params()["k"] == 7
+    assert pa.vim_dim(500) == 256 and pa.vim_dim(128) == 64
+    assert registry.get("pytorch_ood.knn").info.extra["hyperparameter_space"]["k"] == [50, 100, 200, 500, 1000]
+
+
+def test_cached_feeds_do_not_run_the_network(cnn):
+    store, reps = cnn
+    for r in reps.values():
+        r.logits  # noqa: B018 - extraction
+    before = store.stats["forward_passes"]
+    for name in ("pytorch_ood.msp", "pytorch_ood.mahalanobis", "pytorch_ood.vim", "pytorch_ood.nnguide"):
+        det = registry.create(name).fit(reps["fit"], reps["cal"])
+        det.score(reps["id"])
+    assert store.stats["forward_passes"] == before
+
+
+def test_lenet_maps_come_from_the_feature_cache():
+    lenet = models.build("lenet", 1, 10).eval()
+    rep = RepresentationStore(lenet, "lenet-probe", cache=None).representation(_images(8, 0, "probe"), "id")
+    assert pa.maps_are_features(rep)
+    maps = torch.cat(list(pa.feature_maps(rep)))
+    with torch.no_grad():
+        direct = lenet.feature_maps(rep.input_tensor())
+    assert torch.allclose(maps, direct, atol=1e-5)
+
+
+def test_coverage_table_lists_every_library_detector():
+    from pytorch_ood import detector as pod
+
+    text = DOC.read_text()
+    for cls in pod.__all__:
+        if cls[0].isupper() or cls == "fDBD":
+            assert re.search(rf"`{cls}`", text), f"{cls} missing from {DOC.name}"
+    wired = {registry.get(n).target for n in NAMES}
+    assert len(wired) >= 20
+
+
+def test_tuned_mode_grid_search_and_disjointness():
+    from oodbench.benchmark import separable, tuning
+
+    sep = separable.problem(n_per_class=20)
+    assert len(tuning.grid_of("pytorch_ood.odin")) == 8  # temperature x eps, the library's space
+    res = tuning.tune("pytorch_ood.knn", sep.reps("fit"), sep.reps("cal"), sep.reps("cal"), sep.reps("ood"),
+                      space={"k": [5, 10, 1000]})
+    assert res.params["k"] in (5, 10) and res.auroc > 0.95 and len(res.grid) == 3
+    assert "error" in res.grid[2]  # k > number of fit samples: recorded, not chosen
+    with pytest.raises(ValueError, match="shares"):
+        tuning.assert_disjoint(sep.ood.subset(np.arange(5), name="val"), [sep.ood])
+    tuning.assert_disjoint(sep.cal, [sep.ood, sep.id_test])
