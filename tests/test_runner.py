@@ -154,3 +154,15 @@ def test_expensive_detector_is_scored_on_a_seeded_subsample(data_dir, cache_dir,
     per = df[(df.detector == "test.subsampled") & (df.metric == "auroc") & ~df.test_set.str.endswith("-mean")]
     assert len(per) and (per.n_id == 40).all() and (per.n_ood == 40).all()
     assert df.attrs["record"]["detectors"]["test.subsampled"]["0"]["subsample"] == 40
+
+
+def test_tuned_mode_selects_on_disjoint_ood_validation(data_dir, cache_dir, tmp_path):
+    df = runner.evaluate("mnist-smoke", detectors=["pytorch_ood.knn", "pytorch_ood.msp"], data_dir=data_dir,
+                         cache_dir=cache_dir, out=tmp_path, threads=1, n_boot=0, progress=False, tuning="tuned")
+    assert set(df["tuning"]) == {"tuned"}
+    t = df.attrs["record"]["tuning"]
+    assert t["mode"] == "tuned" and t["ood_val"].startswith("fashionmnist-train")
+    knn = t["detectors"]["pytorch_ood.knn"]["0"]
+    assert len(knn["grid"]) == 5 and knn["params"]["k"] in (50, 100, 200, 500, 1000)
+    with pytest.raises(ValueError, match="tuning"):
+        runner.evaluate("mnist-smoke", detectors=["pytorch_ood.msp"], tuning="bogus")

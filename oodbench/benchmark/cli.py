@@ -17,9 +17,10 @@ def _run(a):
 
     df = runner.evaluate(a.suite, detectors=a.detectors, seeds=a.seeds, device=a.device, data_dir=a.data_dir,
                          cache_dir=a.cache_dir, out=a.out, threads=a.threads, n_boot=a.bootstrap,
-                         progress=not a.quiet, use_score_cache=not a.no_score_cache, batch_size=a.batch_size)
+                         progress=not a.quiet, use_score_cache=not a.no_score_cache, batch_size=a.batch_size,
+                         tuning=a.tuning)
     rec = df.attrs["record"]
-    out = a.out or os.path.join("results", rec["suite"])
+    out = a.out or os.path.join("results", rec["suite"] + ("-tuned" if a.tuning == "tuned" else ""))
     from oodbench.benchmark.results import leaderboard_markdown
 
     print(leaderboard_markdown(df[df["detector"].isin(set(df["detector"]))], rec))
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for CIs (0 = none)")
     r.add_argument("--batch-size", type=int, default=512)
     r.add_argument("--no-score-cache", action="store_true", help="recompute detector scores")
+    r.add_argument("--tuning", choices=["default", "tuned"], default="default",
+                   help="default: library defaults, no OOD data; tuned: hyperparameters chosen on a disjoint OOD "
+                        "validation set (results go to results/<suite>-tuned)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(fn=_run)
     ls = sub.add_parser("list", help="suites, datasets and detectors")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from oodbench.benchmark.io import atomic_write, write_json
 
-COLUMNS = ["suite", "model", "seed", "library", "detector", "test_set", "group", "metric", "value",
+COLUMNS = ["suite", "model", "seed", "tuning", "library", "detector", "test_set", "group", "metric", "value",
            "ci_low", "ci_high", "n_id", "n_ood", "status", "error"]
 GROUPS = ("near", "far", "covariate")
 
@@ -49,7 +49,7 @@ def read(path) -> pd.DataFrame | None:
     p = Path(path)
     if not p.exists():
         return None
-    text = ("status", "error", "library", "group", "test_set", "detector", "metric", "suite", "model")
+    text = ("status", "error", "library", "group", "test_set", "detector", "metric", "suite", "model", "tuning")
     df = pd.read_csv(p, dtype={c: str for c in text}, keep_default_na=True)
     for c in text:
         if c in df.columns:

@@ -109,13 +109,13 @@ def _subsample(images, n_max: int | None, seed: int):
     return images.subset(idx, images.name)
 
 
-def _run_detector(name, store, mat, cache_path: Path | None, progress_write, device="cpu", seed=0):
+def _run_detector(name, store, mat, cache_path: Path | None, progress_write, device="cpu", seed=0, params=None):
     """Fit and score one detector; returns (scores dict, p-values or None, timing dict).
 
     A detector too expensive to score every sample may define ``subsample_size(device) -> int | None``:
     the ID test set and each OOD set are then scored on a seeded subsample of that size (recorded in
     the run record and visible as ``n_id``/``n_ood`` in the results)."""
-    det = registry.create(name)
+    det = registry.create(name, **(params or {}))
     if cache_path is not None and cache_path.exists():
         try:
             arr = load_arrays(cache_path)
@@ -157,13 +157,20 @@ def _run_detector(name, store, mat, cache_path: Path | None, progress_write, dev
 
 def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu", data_dir=None, cache_dir=None,
              out=None, threads: int | None = None, n_boot: int = 100, progress: bool = True, write: bool = True,
-             use_score_cache: bool = True, batch_size: int = 512) -> pd.DataFrame:
+             use_score_cache: bool = True, batch_size: int = 512, tuning: str = "default") -> pd.DataFrame:
     """Run ``detectors`` (names or patterns; default: all available) on ``suite`` for each seed.
 
     Returns the tidy results table; with ``write`` also writes ``results.csv``, ``run.json`` and
     ``leaderboard.md`` to ``out`` (default ``results/<suite>/``), merged with earlier results of
     other detectors in that folder.
+
+    ``tuning="default"``: every detector uses its library's fixed defaults and sees no OOD data.
+    ``tuning="tuned"``: hyperparameters are chosen on an OOD validation set disjoint from every test
+    set (:mod:`oodbench.benchmark.tuning`, OpenOOD's protocol); results go to ``results/<suite>-tuned``
+    by default and every row says which mode produced it (column ``tuning``).
     """
+    if tuning not in ("default", "tuned"):
+        raise ValueError(f"tuning must be 'default' or 'tuned', got {tuning!r}")
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
@@ -179,6 +186,12 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
     t_data = time.perf_counter() - t0
     for n, why in mat.skipped:
         say(f"skipped test set {n}: {why}")
+    ood_val, tuning_records = None, {}
+    if tuning == "tuned":
+        from oodbench.benchmark import tuning as tuningmod
+
+        ood_val = tuningmod.ood_val_set(suite_d, data_dir, cache)
+        tuningmod.assert_disjoint(ood_val, [mat.id_test] + [t.images for t in mat.tests])
 
     rows, det_records, model_records, failures = [], {}, {}, []
     curves: dict = {}  # seed -> detector -> {"roc": {test_set: {fpr, tpr}}, "hist": {...}}
@@ -186,7 +199,7 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
     recipe = models.recipe_for(arch, suite_d.get("recipe_override"))
     extraction = {}
     for seed in seeds:
-        base = {"suite": sname, "model": arch, "seed": int(seed)}
+        base = {"suite": sname, "model": arch, "seed": int(seed), "tuning": tuning}
         model, meta = models.load_or_train(arch, recipe, mat.train, int(seed), cache, device, progress)
         model_records[int(seed)] = meta
         store = RepresentationStore(model, meta["key"], cache, device, batch_size=batch_size, progress=progress)
@@ -215,7 +228,16 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
             if use_score_cache:
                 cpath = cache / "scores" / meta["key"] / f"{name}-{_score_key(name, cls(), meta['key'], mat, device)}.npz"
             try:
-                det, scores, pvals, rec = _run_detector(name, store, mat, cpath, say, device, int(seed))
+                params = None
+                if ood_val is not None:
+                    res = tuningmod.tune(name, store.representation(mat.fit, "fit"), store.representation(mat.cal, "cal"),
+                                         store.representation(mat.cal, "cal"), store.representation(ood_val, "ood_val"))
+                    params = res.params
+                    tuning_records.setdefault(name, {})[str(seed)] = res.as_dict()
+                    if cpath is not None:
+                        cpath = cache / "scores" / meta["key"] / (
+                            f"{name}-{_score_key(name, cls(**params), meta['key'], mat, device)}.npz")
+                det, scores, pvals, rec = _run_detector(name, store, mat, cpath, say, device, int(seed), params)
             except Exception as e:  # a failing detector is recorded and the run goes on
                 msg = f"{type(e).__name__}: {e}"
                 say(f"detector {name} failed: {msg}")
@@ -272,13 +294,14 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
         "detectors": det_records,
         "failures": failures,
         "bootstrap": {"n_boot": n_boot, "ci": 0.95, "method": "stratified percentile"},
+        "tuning": {"mode": tuning, "ood_val": getattr(ood_val, "name", None), "detectors": tuning_records},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "wall_seconds": time.perf_counter() - t_start,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join(sys.argv),
     }
     if write:
-        out_dir = Path(out) if out else Path("results") / sname
+        out_dir = Path(out) if out else Path("results") / (sname + ("-tuned" if tuning == "tuned" else ""))
         old = results.read(out_dir / "results.csv")
         merged = results.merge(old, df)
         prev = {}
