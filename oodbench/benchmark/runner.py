@@ -194,6 +194,7 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
         tuningmod.assert_disjoint(ood_val, [mat.id_test] + [t.images for t in mat.tests])
 
     rows, det_records, model_records, failures = [], {}, {}, []
+    versions = _versions()
     curves: dict = {}  # seed -> detector -> {"roc": {test_set: {fpr, tpr}}, "hist": {...}}
     arch = suites.model_name(suite_d, device)
     recipe = models.recipe_for(arch, suite_d.get("recipe_override"))
@@ -247,7 +248,7 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
                              "metric": "error", "status": "failed", "error": msg})
                 det_records.setdefault(name, {})[str(seed)] = {"status": "failed", "error": msg}
                 continue
-            det_records.setdefault(name, {})[str(seed)] = {**rec, "info": cls.info.as_dict()}
+            det_records.setdefault(name, {})[str(seed)] = {**rec, "info": cls.info.as_dict(), "versions": versions}
             sid = scores["id"]
             curves.setdefault(str(seed), {})[name] = {
                 "roc": {t.name: metrics.roc_points(sid, scores[t.name]) for t in mat.tests},
@@ -286,7 +287,7 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
         "device": str(device),
         "device_name": _device_name(device),
         "threads": threads,
-        "versions": _versions(),
+        "versions": versions,
         "git_commit": _git_commit(),
         "data_checksums": mat.checksums,
         "data_seconds": t_data,
@@ -302,31 +303,62 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
     }
     if write:
         out_dir = Path(out) if out else Path("results") / (sname + ("-tuned" if tuning == "tuned" else ""))
-        old = results.read(out_dir / "results.csv")
-        merged = results.merge(old, df)
-        prev = {}
-        if (out_dir / "run.json").exists():
-            try:
-                prev = json.loads((out_dir / "run.json").read_text())
-            except ValueError:
-                prev = {}
-        keep = set(merged["detector"])
-        record["detectors"] = {**{k: v for k, v in prev.get("detectors", {}).items() if k in keep},
-                               **det_records}
-        prev_curves = {}
-        if (out_dir / "curves.json").exists():
-            try:
-                prev_curves = json.loads((out_dir / "curves.json").read_text())
-            except ValueError:
-                prev_curves = {}
-        for sd, dets_c in curves.items():
-            prev_curves.setdefault(sd, {}).update(dets_c)
-        for sd in list(prev_curves):
-            prev_curves[sd] = {k: v for k, v in prev_curves[sd].items() if k in keep}
-        results.write_all(out_dir, merged, record, prev_curves)
-        df = merged
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with _locked(out_dir / ".lock"):  # concurrent runs into one folder merge, never overwrite
+            df = _merge_and_write(out_dir, df, record, curves, det_records)
     df.attrs["record"] = record
     df.attrs["curves"] = curves
+    return df
+
+
+class _locked:
+    """An exclusive advisory lock on a file (fcntl), so two runs writing one results folder serialise."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        self.f = open(self.path, "a")
+        try:
+            import fcntl
+
+            fcntl.flock(self.f, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def _merge_and_write(out_dir: Path, df, record: dict, curves: dict, det_records: dict):
+    old = results.read(out_dir / "results.csv")
+    merged = results.merge(old, df)
+    prev = {}
+    if (out_dir / "run.json").exists():
+        try:
+            prev = json.loads((out_dir / "run.json").read_text())
+        except ValueError:
+            prev = {}
+    keep = set(merged["detector"])
+    record["detectors"] = {**{k: v for k, v in prev.get("detectors", {}).items() if k in keep},
+                           **det_records}
+    # every run that contributed rows to this folder, with its environment (e.g. OpenOOD's numpy 1.26)
+    record["runs"] = prev.get("runs", []) + [{k: record[k] for k in ("timestamp", "command", "versions", "git_commit",
+                                                                     "device", "threads", "wall_seconds")}
+                                            | {"detectors": sorted(det_records)}]
+    prev_curves = {}
+    if (out_dir / "curves.json").exists():
+        try:
+            prev_curves = json.loads((out_dir / "curves.json").read_text())
+        except ValueError:
+            prev_curves = {}
+    for sd, dets_c in curves.items():
+        prev_curves.setdefault(sd, {}).update(dets_c)
+    for sd in list(prev_curves):
+        prev_curves[sd] = {k: v for k, v in prev_curves[sd].items() if k in keep}
+    results.write_all(out_dir, merged, record, prev_curves)
+    df = merged
     return df
 
 
