@@ -43,41 +43,30 @@ def _covariate(id_name):
             for s in COVARIATE_SHIFTS for v in COVARIATE_SEVERITIES]
 
 
+def _grey_suite(id_name, near_first):
+    """The 28×28 grey suites: ID ``id_name``; near-OOD the other digit-like set and notMNIST."""
+    return {
+        "id": id_name,
+        "shape": (28, 28),
+        "model": {"default": "lenet"},
+        "splits": {"train": 50000, "fit": 5000, "cal": 5000, "seed": 0},
+        "tests": [
+            {"name": near_first, "group": "near", "dataset": near_first},
+            {"name": "notmnist", "group": "near", "dataset": "notmnist"},
+            {"name": "omniglot", "group": "far", "dataset": "omniglot"},
+            {"name": "cifar10-grey", "group": "far", "dataset": "cifar10"},
+            {"name": "tinyimagenet-grey", "group": "far", "dataset": "tinyimagenet"},
+            {"name": "dtd-grey", "group": "far", "dataset": "dtd"},
+            {"name": "gaussian", "group": "far", "dataset": "gaussian", "n": 5000},
+            {"name": "uniform", "group": "far", "dataset": "uniform", "n": 5000},
+            *_covariate(id_name),
+        ],
+    }
+
+
 SUITES = {
-    "mnist": {
-        "id": "mnist",
-        "shape": (28, 28),
-        "model": {"default": "lenet"},
-        "splits": {"train": 50000, "fit": 5000, "cal": 5000, "seed": 0},
-        "tests": [
-            {"name": "fashionmnist", "group": "near", "dataset": "fashionmnist"},
-            {"name": "notmnist", "group": "near", "dataset": "notmnist"},
-            {"name": "omniglot", "group": "far", "dataset": "omniglot"},
-            {"name": "cifar10-grey", "group": "far", "dataset": "cifar10"},
-            {"name": "tinyimagenet-grey", "group": "far", "dataset": "tinyimagenet"},
-            {"name": "dtd-grey", "group": "far", "dataset": "dtd"},
-            {"name": "gaussian", "group": "far", "dataset": "gaussian", "n": 5000},
-            {"name": "uniform", "group": "far", "dataset": "uniform", "n": 5000},
-            *_covariate("mnist"),
-        ],
-    },
-    "fashionmnist": {
-        "id": "fashionmnist",
-        "shape": (28, 28),
-        "model": {"default": "lenet"},
-        "splits": {"train": 50000, "fit": 5000, "cal": 5000, "seed": 0},
-        "tests": [
-            {"name": "mnist", "group": "near", "dataset": "mnist"},
-            {"name": "notmnist", "group": "near", "dataset": "notmnist"},
-            {"name": "omniglot", "group": "far", "dataset": "omniglot"},
-            {"name": "cifar10-grey", "group": "far", "dataset": "cifar10"},
-            {"name": "tinyimagenet-grey", "group": "far", "dataset": "tinyimagenet"},
-            {"name": "dtd-grey", "group": "far", "dataset": "dtd"},
-            {"name": "gaussian", "group": "far", "dataset": "gaussian", "n": 5000},
-            {"name": "uniform", "group": "far", "dataset": "uniform", "n": 5000},
-            *_covariate("fashionmnist"),
-        ],
-    },
+    "mnist": _grey_suite("mnist", "fashionmnist"),
+    "fashionmnist": _grey_suite("fashionmnist", "mnist"),
     "cifar10": {
         "id": "cifar10",
         "shape": (32, 32, 3),
