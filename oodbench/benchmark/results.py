@@ -12,6 +12,7 @@ All writes are atomic.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,7 @@ def leaderboard_markdown(df: pd.DataFrame, record: dict | None = None) -> str:
 def write_all(out_dir, df: pd.DataFrame, record: dict, curves: dict | None = None) -> None:
     out = Path(out_dir)
     write_csv(out / "results.csv", df)
-    if curves is not None:
-        write_json(out / "curves.json", curves)
+    if curves is not None:  # compact: ROC points and histograms of every detector x test set
+        atomic_write(out / "curves.json", json.dumps(curves, sort_keys=True, separators=(",", ":")) + "\n")
     write_json(out / "run.json", record)
     atomic_write(out / "leaderboard.md", leaderboard_markdown(df, record))
