@@ -20,6 +20,8 @@ def _run(a):
                          progress=not a.quiet, use_score_cache=not a.no_score_cache, batch_size=a.batch_size,
                          tuning=a.tuning)
     rec = df.attrs["record"]
+    df = df.copy()
+    df.attrs = {}  # pandas deep-copies attrs on every operation below
     out = a.out or os.path.join("results", rec["suite"] + ("-tuned" if a.tuning == "tuned" else ""))
     from oodbench.benchmark.results import leaderboard_markdown
 

@@ -306,8 +306,8 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
         out_dir.mkdir(parents=True, exist_ok=True)
         with _locked(out_dir / ".lock"):  # concurrent runs into one folder merge, never overwrite
             df = _merge_and_write(out_dir, df, record, curves, det_records)
+    # (curves stay out of attrs: pandas deep-copies attrs on every operation, and they are large)
     df.attrs["record"] = record
-    df.attrs["curves"] = curves
     return df
 
 
