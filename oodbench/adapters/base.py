@@ -94,6 +94,28 @@ class Detector:
         return f"{type(self).__name__}({args})"
 
 
+class LibraryDetector(Detector):
+    """Base of wrappers around a library's detector: hyperparameters are the keyword arguments passed
+    to the library class, over its defaults (``defaults()``, which subclasses provide)."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {}
+
+    def get_params(self) -> dict:
+        return {**self.defaults(), **self.kwargs}
+
+    def set_params(self, **params):
+        self.kwargs.update(params)
+        return self
+
+    def clone(self):
+        return type(self)(**dict(self.kwargs))
+
+
 def check_scores(scores, n: int, who: str = "detector") -> np.ndarray:
     """Validate a detector's output: numeric, shape (n,), no NaN. Returns float64."""
     if hasattr(scores, "detach"):

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from oodbench.adapters.base import Detector, DetectorInfo
+from oodbench.adapters.base import DetectorInfo, LibraryDetector
 from oodbench.adapters.registry import register
 
 INSTALL = (
@@ -296,7 +296,7 @@ def vim_dim(d_features: int) -> int:
     return 256 if d_features > 256 else max(1, d_features // 2)
 
 
-class OpenOODDetector(Detector):
+class OpenOODDetector(LibraryDetector):
     """Base of the OpenOOD wrappers; ``pp_name`` is the Evaluator registry name."""
 
     #: per-set sample cap on CPU for postprocessors marked expensive (the runner's seeded subsample)
@@ -331,16 +331,6 @@ class OpenOODDetector(Detector):
             if key in cls.spec()["args"]:
                 out[key] = list(v)
         return out
-
-    def get_params(self) -> dict:
-        return {**self.defaults(), **self.kwargs}
-
-    def set_params(self, **params):
-        self.kwargs.update(params)
-        return self
-
-    def clone(self):
-        return type(self)(**dict(self.kwargs))
 
     # --- helpers ------------------------------------------------------------------------------------
     def _patched(self, rep):

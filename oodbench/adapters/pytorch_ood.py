@@ -30,7 +30,7 @@ import pytorch_ood
 import torch
 from pytorch_ood import detector as pod
 
-from oodbench.adapters.base import Detector, DetectorInfo
+from oodbench.adapters.base import DetectorInfo, LibraryDetector
 from oodbench.adapters.registry import register
 
 VERSION = pytorch_ood.__version__
@@ -136,7 +136,7 @@ def feature_maps(rep):
                 yield rep.model.feature_maps(x)
 
 
-class PytorchOODDetector(Detector):
+class PytorchOODDetector(LibraryDetector):
     """Base of every pytorch-ood wrapper. ``target`` is the pytorch-ood class name, ``kind`` how it is
     fed (see the module docstring), ``fit_on`` which ID split it fits on (``fit`` or ``cal``)."""
 
@@ -164,16 +164,6 @@ class PytorchOODDetector(Detector):
     @classmethod
     def hyperparameter_space(cls) -> dict:
         return dict(getattr(cls.library_class(), "hyperparameter_space", {}) or {})
-
-    def get_params(self) -> dict:
-        return {**self.defaults(), **self.kwargs}
-
-    def set_params(self, **params):
-        self.kwargs.update(params)
-        return self
-
-    def clone(self):
-        return type(self)(**dict(self.kwargs))
 
     # --- construction -------------------------------------------------------------------------------
     def _network_args(self, rep) -> dict:

@@ -331,15 +331,18 @@ class _locked:
         self.f.close()
 
 
+def _read_json(path: Path) -> dict:
+    """A JSON file's content, or {} when it is missing or unreadable (it is then rewritten)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def _merge_and_write(out_dir: Path, df, record: dict, curves: dict, det_records: dict):
     old = results.read(out_dir / "results.csv")
     merged = results.merge(old, df)
-    prev = {}
-    if (out_dir / "run.json").exists():
-        try:
-            prev = json.loads((out_dir / "run.json").read_text())
-        except ValueError:
-            prev = {}
+    prev = _read_json(out_dir / "run.json")
     keep = set(merged["detector"])
     record["detectors"] = {**{k: v for k, v in prev.get("detectors", {}).items() if k in keep},
                            **det_records}
@@ -347,12 +350,7 @@ def _merge_and_write(out_dir: Path, df, record: dict, curves: dict, det_records:
     record["runs"] = prev.get("runs", []) + [{k: record[k] for k in ("timestamp", "command", "versions", "git_commit",
                                                                      "device", "threads", "wall_seconds")}
                                             | {"detectors": sorted(det_records)}]
-    prev_curves = {}
-    if (out_dir / "curves.json").exists():
-        try:
-            prev_curves = json.loads((out_dir / "curves.json").read_text())
-        except ValueError:
-            prev_curves = {}
+    prev_curves = _read_json(out_dir / "curves.json")
     for sd, dets_c in curves.items():
         prev_curves.setdefault(sd, {}).update(dets_c)
     for sd in list(prev_curves):
