@@ -17,8 +17,10 @@ import tempfile
 import time
 
 from oodbench.adapters import registry
-from oodbench.benchmark import config, models, suites
-from oodbench.benchmark.features import CORE, TAPS, RepresentationStore
+from oodbench.benchmark import config
+from oodbench.benchmark import models
+from oodbench.benchmark.data import suites
+from oodbench.benchmark.evaluation.features import CORE, TAPS, RepresentationStore
 
 SIX = ["pytorch_ood.msp", "pytorch_ood.energy", "pytorch_ood.maxlogit", "pytorch_ood.mahalanobis",
        "pytorch_ood.knn", "pytorch_ood.odin"]

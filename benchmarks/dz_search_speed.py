@@ -34,8 +34,10 @@ def main(argv=None):
     from scipy.stats import spearmanr
 
     from oodbench import metrics
-    from oodbench.benchmark import config, models, suites
-    from oodbench.benchmark.features import RepresentationStore
+    from oodbench.benchmark import config
+    from oodbench.benchmark import models
+    from oodbench.benchmark.data import suites
+    from oodbench.benchmark.evaluation.features import RepresentationStore
     from oodbench.detectors.wgan import DeltaZDetector, FastDeltaZDetector
 
     threads = config.set_threads(a.threads)

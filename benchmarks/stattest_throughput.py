@@ -23,8 +23,10 @@ import numpy as np
 
 
 def load_taps(suite: str, threads: int):
-    from oodbench.benchmark import config, models, suites
-    from oodbench.benchmark.features import TAPS, RepresentationStore
+    from oodbench.benchmark import config
+    from oodbench.benchmark import models
+    from oodbench.benchmark.data import suites
+    from oodbench.benchmark.evaluation.features import TAPS, RepresentationStore
 
     config.set_threads(threads)
     cache = config.cache_dir(None)

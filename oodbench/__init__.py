@@ -2,7 +2,7 @@
 
 Start with ``oodbench run mnist`` on the command line, or in Python::
 
-    from oodbench.benchmark.runner import evaluate
+    from oodbench.benchmark.evaluation.runner import evaluate
     table = evaluate("mnist-smoke", detectors=["pytorch_ood.msp"])
 
 Metrics for your own scores: ``oodbench.metrics.evaluate(id_scores, ood_scores)``.

@@ -1,9 +1,9 @@
 """Public, stable metric API: ``oodbench.metrics.evaluate(id_scores, ood_scores)``.
 
 Scores are outlier scores (higher = more OOD); OOD is the positive class. See
-:mod:`oodbench.benchmark.metrics` for the definitions.
+:mod:`oodbench.benchmark.evaluation.metrics` for the definitions.
 """
-from oodbench.benchmark.metrics import (  # noqa: F401
+from oodbench.benchmark.evaluation.metrics import (  # noqa: F401
     METRICS,
     aggregate,
     aupr_in,

@@ -29,8 +29,9 @@ def mnist_smoke(data_dir, cache_dir):
     """(materialised mnist-smoke suite, RepresentationStore with a trained LeNet)."""
     import torch
 
-    from oodbench.benchmark import models, suites
-    from oodbench.benchmark.features import RepresentationStore
+    from oodbench.benchmark import models
+    from oodbench.benchmark.data import suites
+    from oodbench.benchmark.evaluation.features import RepresentationStore
 
     torch.set_num_threads(1)
     mat = suites.materialise("mnist-smoke", data_dir, cache_dir)

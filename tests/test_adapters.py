@@ -5,7 +5,7 @@ import pytest
 from oodbench import metrics
 from oodbench.adapters import registry
 from oodbench.adapters.base import Detector, DetectorError, check_scores
-from oodbench.benchmark import separable
+from oodbench.benchmark.tools import separable
 
 
 @pytest.fixture(scope="module")

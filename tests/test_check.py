@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 from oodbench.adapters.base import Detector, DetectorInfo
-from oodbench.benchmark import check, separable
-from oodbench.benchmark.check import check_detector
+from oodbench.benchmark.tools import check
+from oodbench.benchmark.tools import separable
+from oodbench.benchmark.tools.check import check_detector
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,9 @@ import shutil
 import numpy as np
 import pytest
 
-from oodbench.benchmark import data, shifts, suites
+from oodbench.benchmark import data
+from oodbench.benchmark.data import shifts
+from oodbench.benchmark.data import suites
 from oodbench.benchmark.io import CorruptCacheError, load_arrays, save_arrays
 
 

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from oodbench.adapters.base import Detector, DetectorInfo
-from oodbench.benchmark import ease, quality, separable
+from oodbench.benchmark.tools import ease
+from oodbench.benchmark.tools import quality
+from oodbench.benchmark.tools import separable
 
 
 @pytest.fixture(scope="module")

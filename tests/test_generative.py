@@ -15,7 +15,7 @@ from scipy.stats import spearmanr
 from oodbench import metrics
 from oodbench.adapters import registry
 from oodbench.adapters.base import DetectorError
-from oodbench.benchmark import separable
+from oodbench.benchmark.tools import separable
 from oodbench.benchmark.data import ImageSet
 from oodbench.detectors import gencache, vae, wgan
 

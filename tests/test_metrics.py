@@ -112,7 +112,7 @@ def test_aggregate_is_unweighted_mean():
 
 
 def test_fast_bootstrap_path_equals_the_metrics_on_explicit_resamples():
-    from oodbench.benchmark import metrics as M
+    from oodbench.benchmark.evaluation import metrics as M
 
     rng = np.random.default_rng(5)
     a, b = np.round(rng.normal(0, 1, 500), 1), np.round(rng.normal(1, 1, 300), 1)

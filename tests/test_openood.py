@@ -28,7 +28,7 @@ def test_registered_without_importing_openood():
 
 @pytest.mark.skipif(HAVE, reason="OpenOOD is installed")
 def test_missing_openood_says_how_to_install():
-    from oodbench.benchmark import separable
+    from oodbench.benchmark.tools import separable
 
     sep = separable.problem(n_per_class=5)
     with pytest.raises(oa.OpenOODMissing, match="pip install"):
@@ -58,7 +58,7 @@ def _images(n, seed, name, k=4):
 def cnn():
     """The tiny SmallCNN of test_pytorch_ood (4-D maps, BN, Conv2d/ReLU modules), trained a few steps."""
     from oodbench.benchmark import models
-    from oodbench.benchmark.features import RepresentationStore
+    from oodbench.benchmark.evaluation.features import RepresentationStore
 
     torch.manual_seed(0)
     model = models.build("smallcnn", in_channels=1, num_classes=4)
@@ -94,7 +94,8 @@ def test_lookup_feeds_cost_no_forward_pass(cnn):
 
 @needs_openood
 def test_agreement_on_the_separable_toy():
-    from oodbench.benchmark import agreement, separable
+    from oodbench.benchmark.evaluation import agreement
+    from oodbench.benchmark.tools import separable
 
     sep = separable.problem(n_per_class=20)
     tests = [type("T", (), {"name": "noise", "group": "far"})()]

@@ -13,7 +13,7 @@ from oodbench.adapters import registry
 from oodbench.adapters.base import check_scores
 from oodbench.benchmark import models
 from oodbench.benchmark.data import ImageSet
-from oodbench.benchmark.features import RepresentationStore
+from oodbench.benchmark.evaluation.features import RepresentationStore
 
 NAMES = [n for n in registry.names() if n.startswith("pytorch_ood.")]
 DOC = Path(__file__).resolve().parents[1] / "docs" / "pytorch_ood_coverage.md"
@@ -98,7 +98,8 @@ def test_coverage_table_lists_every_library_detector():
 
 
 def test_tuned_mode_grid_search_and_disjointness():
-    from oodbench.benchmark import separable, tuning
+    from oodbench.benchmark.tools import separable
+    from oodbench.benchmark.evaluation import tuning
 
     sep = separable.problem(n_per_class=20)
     assert len(tuning.grid_of("pytorch_ood.odin")) == 8  # temperature x eps, the library's space

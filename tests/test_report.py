@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from oodbench.benchmark import report
+from oodbench.benchmark.reporting import report
 
 EASE = {
     "timestamp": "2026-01-01T00:00:00Z",
@@ -34,7 +34,7 @@ EASE = {
 
 @pytest.fixture(scope="module")
 def results_dir(data_dir, cache_dir, mnist_smoke, tmp_path_factory):
-    from oodbench.benchmark import runner
+    from oodbench.benchmark.evaluation import runner
 
     root = tmp_path_factory.mktemp("results")
     runner.evaluate("mnist-smoke", ["pytorch_ood.msp", "pytorch_ood.energy"], seeds=(0,), data_dir=data_dir,

@@ -7,7 +7,7 @@ import pytest
 
 from oodbench.adapters.base import Detector, DetectorInfo
 from oodbench.adapters.registry import _REGISTRY, register
-from oodbench.benchmark import runner
+from oodbench.benchmark.evaluation import runner
 from oodbench.benchmark.cli import main
 
 SIX = ["pytorch_ood.msp", "pytorch_ood.energy", "pytorch_ood.maxlogit", "pytorch_ood.mahalanobis",
@@ -97,7 +97,7 @@ def test_taps_are_per_channel_statistics(mnist_smoke):
 
 
 def test_live_store_runs_the_network_every_time(mnist_smoke):
-    from oodbench.benchmark.features import RepresentationStore
+    from oodbench.benchmark.evaluation.features import RepresentationStore
 
     mat, store = mnist_smoke
     live = RepresentationStore(store.model, "x", None, live=True)
@@ -117,7 +117,8 @@ def test_cli_list_and_run(data_dir, cache_dir, tmp_path, capsys):
 
 
 def test_cifar10_cpu_path_runs_with_the_small_cnn(data_dir, cache_dir, tmp_path):
-    from oodbench.benchmark import models, suites
+    from oodbench.benchmark import models
+    from oodbench.benchmark.data import suites
 
     s = suites.get("cifar10-smoke")
     assert suites.model_name(s, "cpu") == "smallcnn"

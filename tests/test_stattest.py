@@ -8,8 +8,8 @@ from scipy import stats
 
 from oodbench import metrics
 from oodbench.adapters import registry
-from oodbench.benchmark import separable
-from oodbench.benchmark.features import RepresentationStore
+from oodbench.benchmark.tools import separable
+from oodbench.benchmark.evaluation.features import RepresentationStore
 from oodbench.detectors.guard import Accepted, ArrayGuard, Guard, OODRefusal, Refused
 from oodbench.detectors.stattest import MaxSimesFisher, StatTest, module_taps
 

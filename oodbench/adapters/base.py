@@ -5,7 +5,7 @@ A detector **declares what it consumes** (``consumes``): any of ``logits``, ``fe
 input gradients) and ``images`` (raw uint8 images, for classifier-free detectors such as a VAE).
 Detectors that train their own model (VAE, GAN) find the ID ``train`` split, the cache folder, the
 seed and the device in ``rep.context``. The runner extracts each representation once per dataset and hands the detector
-:class:`~oodbench.benchmark.features.Representation` objects that serve them from the cache.
+:class:`~oodbench.benchmark.evaluation.features.Representation` objects that serve them from the cache.
 
 The contract, in scikit-learn's spirit:
 

@@ -91,7 +91,7 @@ class Guard:
 
     def _representation(self, x):
         from oodbench.benchmark.data import ImageSet
-        from oodbench.benchmark.features import RepresentationStore
+        from oodbench.benchmark.evaluation.features import RepresentationStore
 
         x = np.asarray(x)
         if x.ndim == 2 or (x.ndim == 3 and x.shape[-1] == 3):  # one image

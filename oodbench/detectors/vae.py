@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from oodbench.benchmark.models import to_tensor
+from oodbench.detectors.images import to_tensor
 from oodbench.detectors import gencache
 
 SCORES = ("elbo", "recon", "kl", "typicality", "score_test", "bergamin")

@@ -65,7 +65,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from oodbench.adapters.base import Detector, DetectorError, DetectorInfo
-from oodbench.benchmark.models import to_tensor
+from oodbench.detectors.images import to_tensor
 from oodbench.detectors import gencache
 
 LATENT = 64

@@ -9,7 +9,7 @@ library's AUROC (our metric code) and their difference. Scores come from the run
 
 Needs OpenOOD (run it in the OpenOOD virtualenv, see docs/openood.md)::
 
-    python -c "from oodbench.benchmark.agreement import agreement; agreement('mnist', 'results/mnist')"
+    python -c "from oodbench.benchmark.evaluation.agreement import agreement; agreement('mnist', 'results/mnist')"
 
 writes ``agreement.csv`` and ``agreement.md`` to the folder. :data:`REASONS` states, per pair, why
 the libraries differ where they do (file and line in the library; measured facts in the docs).
@@ -145,7 +145,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare(scores_a: dict, scores_b: dict, tests, method: str, name_a: str, name_b: str, seed: int = 0) -> list[dict]:
     """Rows of the agreement table for one pair from their score dicts (``id`` + test set names)."""
-    from oodbench.benchmark import metrics
+    from oodbench.benchmark.evaluation import metrics
 
     rows = []
     ia, ib = _align(scores_a, scores_b, "id", seed)
@@ -208,8 +208,11 @@ def agreement(suite: str = "mnist", out=None, seed: int = 0, pairs=None, device:
     ``allow_stale=True`` then falls back to the newest cached scores of that detector for this model
     (written by an earlier version of the adapter code: for a quick look only, recorded in the output)."""
     from oodbench.adapters import registry
-    from oodbench.benchmark import config, models, runner, suites
-    from oodbench.benchmark.features import CORE, TAPS, RepresentationStore
+    from oodbench.benchmark import config
+    from oodbench.benchmark import models
+    from oodbench.benchmark.evaluation import runner
+    from oodbench.benchmark.data import suites
+    from oodbench.benchmark.evaluation.features import CORE, TAPS, RepresentationStore
 
     config.set_threads(threads)
     suite_d = suites.get(suite)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from oodbench.benchmark import checksums
+from oodbench.benchmark.data import checksums
 from oodbench.benchmark.io import array_digest, sha256_file
 
 

@@ -105,7 +105,7 @@ def tune(name: str, fit, cal, id_val, ood_val, space: dict | None = None) -> Tun
     """Grid search for detector ``name``: best AUROC of ``id_val`` vs ``ood_val`` Representations."""
     from oodbench.adapters import registry
     from oodbench.adapters.base import check_scores
-    from oodbench.benchmark import metrics
+    from oodbench.benchmark.evaluation import metrics
 
     rows, best = [], None
     for params in grid_of(name, space):

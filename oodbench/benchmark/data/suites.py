@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from oodbench.benchmark import data as datamod
-from oodbench.benchmark import shifts as shiftmod
+from oodbench.benchmark.data import shifts as shiftmod
 from oodbench.benchmark.io import array_digest
 
 COVARIATE_SHIFTS = ("rotate", "noise", "blur", "contrast", "jpeg")

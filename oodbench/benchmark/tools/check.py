@@ -2,7 +2,7 @@
 
 From Python (e.g. in your own pytest file)::
 
-    from oodbench.benchmark.check import check_detector
+    from oodbench.benchmark.tools.check import check_detector
     check_detector(MyDetector)                          # contract only; raises AssertionError saying why
     check_detector(MyDetector, suite="mnist-smoke")     # + metrics against results/baselines/mnist-smoke.csv
 
@@ -11,7 +11,7 @@ From the command line::
     oodbench check my_module:MyDetector --suite mnist-smoke [--update-baseline]
     oodbench check --all --suite mnist-smoke            # every registered detector
 
-**Contract** (on the trivially separable problem of :mod:`oodbench.benchmark.separable`, on CPU):
+**Contract** (on the trivially separable problem of :mod:`oodbench.benchmark.tools.separable`, on CPU):
 
 * ``metadata`` — ``info`` is a :class:`DetectorInfo` naming a library; ``consumes`` is a non-empty subset
   of ``logits, features, taps, model, images``;
@@ -52,7 +52,7 @@ FPR_TOLERANCE = 0.05
 HIGHER_BETTER = {"auroc": True, "aupr_in": True, "aupr_out": True, "fpr95": False}
 BASELINE_COLUMNS = ["suite", "model", "detector", "library", "group", "metric", "value", "n_seeds",
                     "library_version"]
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @dataclass
@@ -207,7 +207,7 @@ def check_contract(cls, name: str, problem=None, res: CheckResult | None = None,
                    skip_expensive: bool = False) -> CheckResult:
     from oodbench import metrics
     from oodbench.adapters.base import CONSUMABLE, DetectorInfo
-    from oodbench.benchmark import separable
+    from oodbench.benchmark.tools import separable
 
     res = res or CheckResult(name)
     # metadata
@@ -356,7 +356,7 @@ def write_baseline(path, df) -> None:
 def suite_metrics(names: list[str], suite: str, seeds=(0,), data_dir=None, cache_dir=None, threads=1):
     """Run ``names`` on ``suite`` (no score cache, no bootstrap, nothing written); returns the results
     frame and {detector: {(group, metric): mean over seeds}}."""
-    from oodbench.benchmark import runner
+    from oodbench.benchmark.evaluation import runner
 
     df = runner.evaluate(suite, detectors=names, seeds=seeds, data_dir=data_dir, cache_dir=cache_dir,
                          threads=threads, n_boot=0, progress=False, write=False, use_score_cache=False)
@@ -423,7 +423,8 @@ def update_baseline(path, suite: str, model: str, results: dict, libs: dict, n_s
 def check_detectors(detectors, suite=None, baseline=None, tolerance=TOLERANCE, fpr_tolerance=FPR_TOLERANCE,
                     update=False, seeds=(0,), data_dir=None, cache_dir=None, threads=1, name=None,
                     problem=None, say=None, skip_expensive=False) -> list[CheckResult]:
-    from oodbench.benchmark import separable, suites as suites_mod
+    from oodbench.benchmark.tools import separable
+    from oodbench.benchmark.data import suites as suites_mod
 
     p = problem or separable.problem()
     results = []

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from oodbench.benchmark.data import ImageSet
-from oodbench.benchmark.features import RepresentationStore
+from oodbench.benchmark.evaluation.features import RepresentationStore
 from oodbench.benchmark.models import Classifier
 
 K = 4

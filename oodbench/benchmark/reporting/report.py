@@ -49,7 +49,7 @@ class SuiteResults:
     """``results.csv`` (``df``), ``run.json`` (``record``) and ``curves.json`` (``curves``) of one suite."""
 
     def __init__(self, folder):
-        from oodbench.benchmark import results
+        from oodbench.benchmark.evaluation import results
 
         self.folder = Path(folder)
         df = results.read(self.folder / "results.csv")
@@ -940,7 +940,7 @@ def comparison_report(suites: list[SuiteResults], ease: dict) -> Doc:
 
     # 3 robustness
     doc.h2("3. Robustness", "robustness")
-    doc.p("Each detector, fitted on the separable toy problem (`oodbench.benchmark.separable`), is fed NaN inputs, "
+    doc.p("Each detector, fitted on the separable toy problem (`oodbench.benchmark.tools.separable`), is fed NaN inputs, "
           "constant images, a batch of one and a wrong dtype. Outcomes: **ok** (valid finite scores), **clear error** "
           "(an exception whose message names the problem), **crash** (an exception that does not, or a dead process), "
           "**silent garbage** (NaN/inf/wrong shape or dtype returned without an error, or finite scores for NaN "

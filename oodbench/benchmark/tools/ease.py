@@ -20,7 +20,7 @@ time, throughput, peak memory, from every ``results/<suite>/run.json``), and rob
 separable problem: NaN inputs, constant images, a batch of one, a wrong dtype — each classified as
 ``ok``, ``clear error``, ``crash`` or ``silent garbage``.
 
-Code quality (:mod:`oodbench.benchmark.quality`) of every installed library is added, and the facts that
+Code quality (:mod:`oodbench.benchmark.tools.quality`) of every installed library is added, and the facts that
 cannot be measured come from ``ease_facts.json`` (each with a source). Output: ``results/ease/ease.json``
 and CSVs ``libraries.csv``, ``detectors.csv``, ``quality.csv``.
 
@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = HERE.parents[2]
 FACTS = HERE / "ease_facts.json"
 BASE_DISTS = ("torch", "torchvision")
 KEY_DEPS = ("numpy", "torch", "torchvision", "scipy", "pandas", "scikit-learn", "opencv-python", "pillow")
@@ -412,7 +412,7 @@ def probe_detector(cls, problem) -> dict:
     """Fit on the separable problem, then feed the four probes; also records network attempts."""
     import numpy as np
 
-    from oodbench.benchmark.check import cpu_only, no_network
+    from oodbench.benchmark.tools.check import cpu_only, no_network
     from oodbench.benchmark.data import ImageSet
 
     conns: list = []
@@ -460,7 +460,7 @@ def probe_detector(cls, problem) -> dict:
 # costs from results
 # ----------------------------------------------------------------------------------------------
 def costs_from_results(results_dir) -> dict:
-    from oodbench.benchmark.report import detector_costs
+    from oodbench.benchmark.reporting.report import detector_costs
 
     out = {}
     for rj in sorted(Path(results_dir).glob("*/run.json")):
@@ -493,7 +493,7 @@ def _run_script(python: str, args: list, timeout=600) -> dict:
 def measure_detectors(patterns=None, skip_probes=False, probe_expensive=False) -> dict:
     """Per detector (in this environment): metadata, required args, adapter lines, probes."""
     from oodbench.adapters import registry
-    from oodbench.benchmark import separable
+    from oodbench.benchmark.tools import separable
 
     names = registry.resolve(patterns) if patterns else registry.names()
     problem = None if skip_probes else separable.problem()
@@ -513,7 +513,7 @@ def measure_detectors(patterns=None, skip_probes=False, probe_expensive=False) -
             e["probes"] = {}
             e["probe_note"] = "not probed: its library is not installed in this environment"
         elif problem is not None and i.expensive and not probe_expensive:
-            from oodbench.benchmark.check import no_network
+            from oodbench.benchmark.tools.check import no_network
 
             conns: list = []
             try:
@@ -551,7 +551,7 @@ def measure(out_dir="results/ease", results_dir="results", import_runs=5, openoo
     import platform
     import statistics
 
-    from oodbench.benchmark import quality
+    from oodbench.benchmark.tools import quality
 
     t_start = time.perf_counter()
     say("measuring detectors (metadata, adapter lines, robustness probes) ...")
@@ -749,7 +749,7 @@ def main(a) -> int:
                    probe_expensive=a.probe_expensive)
     from tabulate import tabulate
 
-    from oodbench.benchmark.report import library_ease_rows, quality_rows
+    from oodbench.benchmark.reporting.report import library_ease_rows, quality_rows
 
     h, r = library_ease_rows(data)
     print(tabulate(r, headers=h, tablefmt="github"))

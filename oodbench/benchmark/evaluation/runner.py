@@ -28,8 +28,12 @@ import pandas as pd
 
 from oodbench.adapters import registry
 from oodbench.adapters.base import check_scores
-from oodbench.benchmark import config, metrics, models, results, suites
-from oodbench.benchmark.features import CORE, TAPS, RepresentationStore
+from oodbench.benchmark import config
+from oodbench.benchmark.evaluation import metrics
+from oodbench.benchmark import models
+from oodbench.benchmark.evaluation import results
+from oodbench.benchmark.data import suites
+from oodbench.benchmark.evaluation.features import CORE, TAPS, RepresentationStore
 from oodbench.benchmark.io import CorruptCacheError, load_arrays, save_arrays, write_json
 
 ALPHAS = (0.01, 0.05, 0.10)
@@ -50,7 +54,7 @@ def _versions() -> dict:
 
 def _git_commit() -> str:
     try:
-        here = Path(__file__).resolve().parents[2]
+        here = Path(__file__).resolve().parents[3]
         r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
                                capture_output=True, text=True, timeout=5).stdout.strip()
@@ -166,7 +170,7 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
 
     ``tuning="default"``: every detector uses its library's fixed defaults and sees no OOD data.
     ``tuning="tuned"``: hyperparameters are chosen on an OOD validation set disjoint from every test
-    set (:mod:`oodbench.benchmark.tuning`, OpenOOD's protocol); results go to ``results/<suite>-tuned``
+    set (:mod:`oodbench.benchmark.evaluation.tuning`, OpenOOD's protocol); results go to ``results/<suite>-tuned``
     by default and every row says which mode produced it (column ``tuning``).
     """
     if tuning not in ("default", "tuned"):
@@ -188,7 +192,7 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), device: str = "cpu",
         say(f"skipped test set {n}: {why}")
     ood_val, tuning_records = None, {}
     if tuning == "tuned":
-        from oodbench.benchmark import tuning as tuningmod
+        from oodbench.benchmark.evaluation import tuning as tuningmod
 
         ood_val = tuningmod.ood_val_set(suite_d, data_dir, cache)
         tuningmod.assert_disjoint(ood_val, [mat.id_test] + [t.images for t in mat.tests])

@@ -25,17 +25,11 @@ import torch
 
 from oodbench.benchmark.data import ImageSet
 from oodbench.benchmark.io import CorruptCacheError, load_arrays, save_arrays
-from oodbench.benchmark.models import to_tensor
+from oodbench.detectors.images import to_tensor
+from oodbench.detectors.taps import tap_stats
 
 CORE = "core"
 TAPS = "taps"
-
-
-def tap_stats(t: torch.Tensor) -> torch.Tensor:
-    """Per-channel spatial max and mean of a 4-D activation, (N, 2C); 2-D activations as they are."""
-    if t.ndim == 4:
-        return torch.cat([t.amax(dim=(2, 3)), t.mean(dim=(2, 3))], dim=1)
-    return t.flatten(1)
 
 
 class RepresentationStore:

@@ -1,0 +1,10 @@
+"""Classifiers: architectures (:mod:`.architectures`), their training recipes (:mod:`.recipes`),
+training (:mod:`.training`) and the checkpoint cache (:mod:`.checkpoints`).
+
+The names below are the package's public API: ``models.build``, ``models.recipe_for``,
+``models.load_or_train`` and friends."""
+from oodbench.benchmark.models.architectures import (  # noqa: F401
+    ARCHITECTURES, BasicBlock, Classifier, LeNet, Normalize, ResNet18, SmallCNN, build)
+from oodbench.benchmark.models.checkpoints import checkpoint_key, load_or_train  # noqa: F401
+from oodbench.benchmark.models.recipes import RECIPES, Recipe, recipe_for  # noqa: F401
+from oodbench.benchmark.models.training import train  # noqa: F401

@@ -1,0 +1,143 @@
+"""Classifier architectures.
+
+Every architecture takes float images in [0, 1] of shape (N, C, H, W) and normalises them inside
+(so detectors that perturb inputs, like ODIN, work in pixel space), and offers the same contract:
+
+* ``forward(x)`` → logits; ``forward_features(x)`` → (logits, penultimate features);
+* ``feature_maps(x)`` → the 4-D activations that the head pools (``head(maps)`` → logits);
+* ``fc``: the final ``nn.Linear``; ``tap_layers``: default layer names for per-layer statistics.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """Shared contract; subclasses define ``feature_maps`` and ``head``."""
+
+    tap_layers: tuple = ()
+    num_classes: int = 10
+
+    def feature_maps(self, x):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def pool(self, maps):
+        return torch.flatten(F.adaptive_avg_pool2d(maps, 1), 1)
+
+    def head(self, maps):
+        return self.fc(self.pool(maps))
+
+    def forward_features(self, x):
+        z = self.pool(self.feature_maps(x))
+        return self.fc(z), z
+
+    def features(self, x):
+        return self.forward_features(x)[1]
+
+    def forward(self, x):
+        return self.forward_features(x)[0]
+
+
+class LeNet(Classifier):
+    """LeNet for 28×28 grey images (Caffe variant: conv 20-50, fc 500, 10 classes).
+
+    Penultimate features are the 500 ReLU outputs of ``fc1``; ``feature_maps`` returns them as
+    (N, 500, 1, 1) so that activation-shaping detectors (ReAct, ASH) act on the penultimate layer.
+    """
+
+    tap_layers = ("conv1", "conv2", "fc1", "fc")
+
+    def __init__(self, num_classes=10, in_channels=1):
+        super().__init__()
+        self.norm = Normalize([0.1307] * in_channels, [0.3081] * in_channels)
+        self.conv1 = nn.Conv2d(in_channels, 20, 5)
+        self.conv2 = nn.Conv2d(20, 50, 5)
+        self.fc1 = nn.Linear(800, 500)
+        self.fc = nn.Linear(500, num_classes)
+
+    def feature_maps(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(self.norm(x))), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc1(torch.flatten(x, 1)))
+        return x[:, :, None, None]
+
+
+class SmallCNN(Classifier):
+    """A small CNN for 32×32 RGB on CPU: three conv-BN-ReLU stages (32, 64, 128) with max-pooling,
+    global average pooling, 128-d features, linear head. About 10 M multiply-adds per image."""
+
+    tap_layers = ("block1", "block2", "block3", "fc")
+
+    def __init__(self, num_classes=10, in_channels=3, width=(32, 64, 128)):
+        super().__init__()
+        self.norm = Normalize([0.4914, 0.4822, 0.4465][:in_channels], [0.2470, 0.2435, 0.2616][:in_channels])
+        c = [in_channels, *width]
+        self.block1 = nn.Sequential(nn.Conv2d(c[0], c[1], 3, padding=1, bias=False), nn.BatchNorm2d(c[1]), nn.ReLU())
+        self.block2 = nn.Sequential(nn.Conv2d(c[1], c[2], 3, padding=1, bias=False), nn.BatchNorm2d(c[2]), nn.ReLU())
+        self.block3 = nn.Sequential(nn.Conv2d(c[2], c[3], 3, padding=1, bias=False), nn.BatchNorm2d(c[3]), nn.ReLU())
+        self.fc = nn.Linear(c[3], num_classes)
+
+    def feature_maps(self, x):
+        x = F.max_pool2d(self.block1(self.norm(x)), 2)
+        x = F.max_pool2d(self.block2(x), 2)
+        return self.block3(x)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(Classifier):
+    """ResNet-18 for 32×32 images (3×3 stem, no max-pool), as OpenOOD's ``resnet18_32x32``: 512-d features."""
+
+    tap_layers = ("layer1", "layer2", "layer3", "layer4", "fc")
+
+    def __init__(self, num_classes=10, in_channels=3):
+        super().__init__()
+        self.norm = Normalize([0.4914, 0.4822, 0.4465][:in_channels], [0.2470, 0.2435, 0.2616][:in_channels])
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        cfg, cin, layers = [(64, 1), (128, 2), (256, 2), (512, 2)], 64, []
+        for cout, stride in cfg:
+            layers.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)))
+            cin = cout
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.fc = nn.Linear(512, num_classes)
+
+    def feature_maps(self, x):
+        x = F.relu(self.bn1(self.conv1(self.norm(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+ARCHITECTURES = {"lenet": LeNet, "smallcnn": SmallCNN, "resnet18": ResNet18}
+
+
+def build(arch: str, in_channels: int, num_classes: int = 10) -> Classifier:
+    if arch not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](num_classes=num_classes, in_channels=in_channels)

@@ -1,0 +1,1 @@
+"""Reporting: leaderboards, tables, figures and documents built from results files only."""
