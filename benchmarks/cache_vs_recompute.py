@@ -18,9 +18,8 @@ import time
 
 from oodbench.adapters import registry
 from oodbench.benchmark import config
-from oodbench.benchmark import models
-from oodbench.benchmark.data import suites
 from oodbench.benchmark.evaluation.features import CORE, TAPS, RepresentationStore
+from oodbench.benchmark.evaluation.session import Session
 
 SIX = ["pytorch_ood.msp", "pytorch_ood.energy", "pytorch_ood.maxlogit", "pytorch_ood.mahalanobis",
        "pytorch_ood.knn", "pytorch_ood.odin"]
@@ -58,12 +57,8 @@ def main():
     a = ap.parse_args()
     threads = config.set_threads(a.threads)
     names = registry.resolve(a.detectors)
-    cache = config.cache_dir(a.cache_dir)
-    s = suites.get(a.suite)
-    mat = suites.materialise(s, a.data_dir, cache)
-    arch = suites.model_name(s, a.device)
-    model, meta = models.load_or_train(arch, models.recipe_for(arch, s.get("recipe_override")), mat.train, 0,
-                                       cache, a.device)
+    session = Session(a.suite, 0, a.device, a.cache_dir, a.data_dir)
+    mat, model, meta, arch = session.data, session.model, session.model_meta, session.arch
     n_img = len(mat.fit) + len(mat.cal) + len(mat.id_test) + sum(len(t.images) for t in mat.tests)
     print(f"suite {a.suite}: {len(names)} detectors, {len(mat.tests)} OOD sets, {n_img} images, "
           f"model {arch}, device {a.device}, {threads} thread(s)")

@@ -35,21 +35,12 @@ def main(argv=None):
 
     from oodbench import metrics
     from oodbench.benchmark import config
-    from oodbench.benchmark import models
-    from oodbench.benchmark.data import suites
-    from oodbench.benchmark.evaluation.features import RepresentationStore
+    from oodbench.benchmark.evaluation.session import Session
     from oodbench.detectors.wgan import DeltaZDetector, FastDeltaZDetector
 
     threads = config.set_threads(a.threads)
-    cache = config.cache_dir(a.cache_dir)
-    suite = suites.get(a.suite)
-    mat = suites.materialise(suite, a.data_dir, cache)
-    arch = suites.model_name(suite, a.device)
-    model, meta = models.load_or_train(arch, models.recipe_for(arch, suite.get("recipe_override")), mat.train,
-                                       a.seed, cache, a.device, progress=True)
-    store = RepresentationStore(model, meta["key"], cache, a.device)
-    store.context = {"train": mat.train, "cache": cache, "seed": a.seed, "device": a.device, "suite": a.suite,
-                     "progress": True}
+    session = Session(a.suite, a.seed, a.device, a.cache_dir, a.data_dir, progress=True)
+    mat, store, model = session.data, session.store, session.model
     ood = next(t for t in mat.tests if (t.name == a.ood if a.ood else t.group == "near"))
     rng = np.random.default_rng(a.seed)
     k = a.n // 2

@@ -24,18 +24,12 @@ import numpy as np
 
 def load_taps(suite: str, threads: int):
     from oodbench.benchmark import config
-    from oodbench.benchmark import models
-    from oodbench.benchmark.data import suites
-    from oodbench.benchmark.evaluation.features import TAPS, RepresentationStore
+    from oodbench.benchmark.evaluation.features import TAPS
+    from oodbench.benchmark.evaluation.session import Session
 
     config.set_threads(threads)
-    cache = config.cache_dir(None)
-    s = suites.get(suite)
-    mat = suites.materialise(s, None, cache)
-    arch = suites.model_name(s, "cpu")
-    model, meta = models.load_or_train(arch, models.recipe_for(arch, s.get("recipe_override")), mat.train, 0, cache,
-                                       "cpu", progress=False)
-    store = RepresentationStore(model, meta["key"], cache)
+    session = Session(suite, 0, "cpu")
+    mat, store, arch = session.data, session.store, session.arch
     out = {}
     for k, im in (("fit", mat.fit), ("cal", mat.cal), ("id", mat.id_test)):
         store.ensure(im, {TAPS})

@@ -29,15 +29,8 @@ def mnist_smoke(data_dir, cache_dir):
     """(materialised mnist-smoke suite, RepresentationStore with a trained LeNet)."""
     import torch
 
-    from oodbench.benchmark import models
-    from oodbench.benchmark.data import suites
-    from oodbench.benchmark.evaluation.features import RepresentationStore
+    from oodbench.benchmark.evaluation.session import Session
 
     torch.set_num_threads(1)
-    mat = suites.materialise("mnist-smoke", data_dir, cache_dir)
-    recipe = models.recipe_for("lenet", "smoke")
-    model, meta = models.load_or_train("lenet", recipe, mat.train, 0, cache_dir, "cpu", progress=False)
-    store = RepresentationStore(model, meta["key"], cache_dir)
-    store.context = {"train": mat.train, "cache": cache_dir, "seed": 0, "device": "cpu", "suite": "mnist-smoke",
-                     "progress": False}
-    return mat, store
+    s = Session("mnist-smoke", 0, "cpu", cache_dir, data_dir, progress=False)
+    return s.data, s.store

@@ -40,8 +40,8 @@ def broken():
 def test_end_to_end_and_second_run_uses_the_cache(data_dir, cache_dir, tmp_path, broken):
     kw = dict(seeds=[0], data_dir=data_dir, cache_dir=cache_dir, out=tmp_path, threads=1, n_boot=20,
               progress=False)
-    df = runner.evaluate("mnist-smoke", detectors=SIX + broken, **kw)
-    rec = df.attrs["record"]
+    res = runner.evaluate("mnist-smoke", detectors=SIX + broken, **kw)
+    df, rec = res.table, res.record
     for col in ["suite", "model", "seed", "library", "detector", "test_set", "group", "metric", "value"]:
         assert col in df.columns
     ok = df[df["status"] == "ok"]
@@ -65,8 +65,8 @@ def test_end_to_end_and_second_run_uses_the_cache(data_dir, cache_dir, tmp_path,
     assert rj["detectors"]["pytorch_ood.knn"]["0"]["fit_seconds"] >= 0
     assert "pytorch_ood.msp" in (tmp_path / "leaderboard.md").read_text()
     # second run: no forward pass, scores from cache, identical numbers
-    df2 = runner.evaluate("mnist-smoke", detectors=SIX, **kw)
-    rec2 = df2.attrs["record"]
+    res2 = runner.evaluate("mnist-smoke", detectors=SIX, **kw)
+    df2, rec2 = res2.table, res2.record
     assert rec2["extraction"][0]["forward_passes"] == 0
     assert all(v["0"]["cached"] for k, v in rec2["detectors"].items() if k in SIX)
     a = df[(df.detector.isin(SIX)) & (df.status == "ok")].set_index(["detector", "test_set", "metric"])["value"]
@@ -124,7 +124,7 @@ def test_cifar10_cpu_path_runs_with_the_small_cnn(data_dir, cache_dir, tmp_path)
     assert suites.model_name(s, "cpu") == "smallcnn"
     assert suites.model_name(suites.get("cifar10"), "cuda") == "resnet18"
     df = runner.evaluate("cifar10-smoke", detectors=["pytorch_ood.msp"], data_dir=data_dir, cache_dir=cache_dir,
-                         out=tmp_path, threads=1, n_boot=0, progress=False)
+                         out=tmp_path, threads=1, n_boot=0, progress=False).table
     ok = df[(df.status == "ok") & (df.metric == "auroc")]
     assert {"tinyimagenet", "near-mean", "far-mean"} <= set(ok.test_set)
     net = models.build("resnet18", 3)
@@ -148,20 +148,22 @@ def test_expensive_detector_is_scored_on_a_seeded_subsample(data_dir, cache_dir,
 
     register("test.subsampled")(Sub)
     try:
-        df = runner.evaluate("mnist-smoke", detectors=["test.subsampled"], data_dir=data_dir, cache_dir=cache_dir,
-                             out=tmp_path, threads=1, n_boot=0, progress=False, use_score_cache=False)
+        res = runner.evaluate("mnist-smoke", detectors=["test.subsampled"], data_dir=data_dir, cache_dir=cache_dir,
+                              out=tmp_path, threads=1, n_boot=0, progress=False, use_score_cache=False)
+        df = res.table
     finally:
         _REGISTRY.pop("test.subsampled", None)
     per = df[(df.detector == "test.subsampled") & (df.metric == "auroc") & ~df.test_set.str.endswith("-mean")]
     assert len(per) and (per.n_id == 40).all() and (per.n_ood == 40).all()
-    assert df.attrs["record"]["detectors"]["test.subsampled"]["0"]["subsample"] == 40
+    assert res.record["detectors"]["test.subsampled"]["0"]["subsample"] == 40
 
 
 def test_tuned_mode_selects_on_disjoint_ood_validation(data_dir, cache_dir, tmp_path):
-    df = runner.evaluate("mnist-smoke", detectors=["pytorch_ood.knn", "pytorch_ood.msp"], data_dir=data_dir,
-                         cache_dir=cache_dir, out=tmp_path, threads=1, n_boot=0, progress=False, tuning="tuned")
+    res = runner.evaluate("mnist-smoke", detectors=["pytorch_ood.knn", "pytorch_ood.msp"], data_dir=data_dir,
+                          cache_dir=cache_dir, out=tmp_path, threads=1, n_boot=0, progress=False, tuning="tuned")
+    df = res.table
     assert set(df["tuning"]) == {"tuned"}
-    t = df.attrs["record"]["tuning"]
+    t = res.record["tuning"]
     assert t["mode"] == "tuned" and t["ood_val"].startswith("fashionmnist-train")
     knn = t["detectors"]["pytorch_ood.knn"]["0"]
     assert len(knn["grid"]) == 5 and knn["params"]["k"] in (50, 100, 200, 500, 1000)

@@ -28,17 +28,15 @@ def add_parser(sub) -> None:
 def run(a):
     from oodbench.benchmark.evaluation import runner
 
-    df = runner.evaluate(a.suite, detectors=a.detectors, seeds=a.seeds, device=a.device, data_dir=a.data_dir,
-                         cache_dir=a.cache_dir, out=a.out, threads=a.threads, n_boot=a.bootstrap,
-                         progress=not a.quiet, use_score_cache=not a.no_score_cache, batch_size=a.batch_size,
-                         tuning=a.tuning)
-    rec = df.attrs["record"]
-    df = df.copy()
-    df.attrs = {}  # pandas deep-copies attrs on every operation below
+    res = runner.evaluate(a.suite, detectors=a.detectors, seeds=a.seeds, device=a.device, data_dir=a.data_dir,
+                          cache_dir=a.cache_dir, out=a.out, threads=a.threads, n_boot=a.bootstrap,
+                          progress=not a.quiet, use_score_cache=not a.no_score_cache, batch_size=a.batch_size,
+                          tuning=a.tuning)
+    df, rec = res.table, res.record
     out = a.out or os.path.join("results", rec["suite"] + ("-tuned" if a.tuning == "tuned" else ""))
     from oodbench.benchmark.evaluation.results import leaderboard_markdown
 
-    print(leaderboard_markdown(df[df["detector"].isin(set(df["detector"]))], rec))
+    print(leaderboard_markdown(df, rec))
     print(f"\nwrote {out}/results.csv, run.json, leaderboard.md in {rec['wall_seconds']:.1f} s "
           f"({sum(v['forward_passes'] for v in rec['extraction'].values())} forward passes)")
     if rec["failures"]:

@@ -209,21 +209,14 @@ def agreement(suite: str = "mnist", out=None, seed: int = 0, pairs=None, device:
     (written by an earlier version of the adapter code: for a quick look only, recorded in the output)."""
     from oodbench.adapters import registry
     from oodbench.benchmark import config
-    from oodbench.benchmark import models
-    from oodbench.benchmark.evaluation import runner
-    from oodbench.benchmark.data import suites
-    from oodbench.benchmark.evaluation.features import CORE, TAPS, RepresentationStore
+    from oodbench.benchmark.evaluation import scorecache
+    from oodbench.benchmark.evaluation.features import CORE, TAPS
+    from oodbench.benchmark.evaluation.scoring import score_cached
+    from oodbench.benchmark.evaluation.session import Session
 
     config.set_threads(threads)
-    suite_d = suites.get(suite)
-    cache = config.cache_dir(cache_dir)
-    mat = suites.materialise(suite_d, data_dir, cache)
-    arch = suites.model_name(suite_d, device)
-    recipe = models.recipe_for(arch, suite_d.get("recipe_override"))
-    model, meta = models.load_or_train(arch, recipe, mat.train, int(seed), cache, device, progress)
-    store = RepresentationStore(model, meta["key"], cache, device, batch_size=batch_size, progress=progress)
-    store.context = {"train": mat.train, "cache": cache, "seed": int(seed), "device": str(device), "suite": suite,
-                     "progress": progress}
+    session = Session(suite, seed, device, cache_dir, data_dir, batch_size, progress)
+    mat, arch = session.data, session.arch
     pairs = pairs or PAIRS
     known = set(registry.names())
     rows, timing, failures, stale_used = [], {}, {}, []
@@ -233,26 +226,28 @@ def agreement(suite: str = "mnist", out=None, seed: int = 0, pairs=None, device:
         got = {}
         for name in (a, b):
             cls = registry.get(name)
-            cpath = None
-            if use_score_cache:
-                key = runner._score_key(name, cls(), meta["key"], mat, device)
-                cpath = cache / "scores" / meta["key"] / f"{name}-{key}.npz"
+            cpath = scorecache.path_for(session, name) if use_score_cache else None
             if not compute_missing and (cpath is None or not cpath.exists()):
-                stale = _latest_cached(cache / "scores" / meta["key"], name) if allow_stale else None
+                stale = _latest_cached(cpath.parent if cpath else session.cache / "scores", name) if allow_stale \
+                    else None
                 if stale is None:
                     failures[name] = "skipped: no cached scores (run `oodbench run` with this detector first)"
                     break
-                cpath = stale
                 stale_used.append(f"{name}: {stale.name}")
+                sc = scorecache.load(stale)[0]
+                timing[name] = {"seconds": 0.0, "cached": True}
+                got[name] = sc
+                continue
             t0 = time.perf_counter()
             kinds = {CORE} | ({TAPS} if "taps" in cls.consumes else set())
             try:
-                for images in [mat.fit, mat.cal, mat.id_test] + [t.images for t in mat.tests]:
-                    store.ensure(images, kinds)
-                _, sc, _, rec = runner._run_detector(name, store, mat, cpath, print, device, int(seed))
+                for images in session.all_sets():
+                    session.store.ensure(images, kinds)
+                out = score_cached(session, name, None, use_score_cache)
             except Exception as e:  # recorded, the table goes on
                 failures[name] = f"{type(e).__name__}: {e}"
                 break
+            sc, rec = out.scores, out.meta
             got[name] = sc
             timing[name] = {"seconds": time.perf_counter() - t0, "cached": rec.get("cached", False)}
         if len(got) == 2:

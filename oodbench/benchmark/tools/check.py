@@ -354,18 +354,19 @@ def write_baseline(path, df) -> None:
 
 
 def suite_metrics(names: list[str], suite: str, seeds=(0,), data_dir=None, cache_dir=None, threads=1):
-    """Run ``names`` on ``suite`` (no score cache, no bootstrap, nothing written); returns the results
-    frame and {detector: {(group, metric): mean over seeds}}."""
+    """Run ``names`` on ``suite`` (no score cache, no bootstrap, nothing written); returns the
+    :class:`~oodbench.benchmark.evaluation.runner.RunResult` and {detector: {(group, metric): mean over seeds}}."""
     from oodbench.benchmark.evaluation import runner
 
-    df = runner.evaluate(suite, detectors=names, seeds=seeds, data_dir=data_dir, cache_dir=cache_dir,
-                         threads=threads, n_boot=0, progress=False, write=False, use_score_cache=False)
+    res = runner.evaluate(suite, detectors=names, seeds=seeds, data_dir=data_dir, cache_dir=cache_dir,
+                          threads=threads, n_boot=0, progress=False, write=False, use_score_cache=False)
+    df = res.table
     ok = df[(df["status"] == "ok") & df["test_set"].str.endswith("-mean")]
     out = {}
     for (det, grp, m), g in ok.groupby(["detector", "group", "metric"]):
         if m in HIGHER_BETTER:
             out.setdefault(det, {})[(grp, m)] = float(g["value"].mean())
-    return df, out
+    return res, out
 
 
 def compare(res: CheckResult, measured: dict, base, suite: str, model: str, tolerance: float,
@@ -448,8 +449,8 @@ def check_detectors(detectors, suite=None, baseline=None, tolerance=TOLERANCE, f
             say(f"running {len(runnable)} detector(s) on {suite} ...")
         if runnable:
             t0 = time.perf_counter()
-            df, measured = suite_metrics([r.detector for r in runnable], suite, seeds, data_dir, cache_dir, threads)
-            rec = df.attrs.get("record", {})
+            run, measured = suite_metrics([r.detector for r in runnable], suite, seeds, data_dir, cache_dir, threads)
+            df, rec = run.table, run.record
             model = rec.get("model", "")
             failed = {f["detector"]: f["error"] for f in rec.get("failures", [])}
             path = baseline_path(suites_mod.get(suite)["name"], baseline)

@@ -1,0 +1,159 @@
+"""A run as a grid of jobs with stable keys.
+
+For every classifier seed of a suite:
+
+* ``train/<suite>/seed<k>`` — train (or load) the classifier;
+* ``extract/<suite>/seed<k>`` — extract every representation the detectors declare, once per dataset,
+  and the classifier's accuracy rows (after ``train``);
+* ``score/<suite>/seed<k>/<detector>`` — fit one detector, score every test set, compute its metric
+  rows (after ``extract``).
+
+:func:`run_job` runs one job against a :class:`RunContext` (which holds the options and one
+:class:`~oodbench.benchmark.evaluation.session.Session` per seed) and returns a :class:`JobResult`:
+rows, curves and records, never shared state — so any executor (serial today; worker processes or a
+cluster later) can run it and the main process only merges results.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+
+from oodbench.adapters import registry
+from oodbench.benchmark.evaluation import rows as rowsmod
+from oodbench.benchmark.evaluation.features import CORE, TAPS
+from oodbench.benchmark.evaluation.scoring import score_cached
+from oodbench.benchmark.evaluation.session import Session
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str  # "train" | "extract" | "score"
+    suite: str
+    seed: int
+    detector: str = ""
+
+    @property
+    def key(self) -> str:
+        k = f"{self.kind}/{self.suite}/seed{self.seed}"
+        return f"{k}/{self.detector}" if self.detector else k
+
+    @property
+    def after(self) -> tuple[str, ...]:
+        """Keys of the jobs that must finish first."""
+        if self.kind == "extract":
+            return (Job("train", self.suite, self.seed).key,)
+        if self.kind == "score":
+            return (Job("extract", self.suite, self.seed).key,)
+        return ()
+
+
+def plan(suite: str, detectors, seeds) -> list[Job]:
+    """The job grid of a run, in an order that respects dependencies."""
+    jobs = []
+    for s in seeds:
+        jobs += [Job("train", suite, int(s)), Job("extract", suite, int(s))]
+        jobs += [Job("score", suite, int(s), d) for d in detectors]
+    return jobs
+
+
+@dataclass
+class JobResult:
+    job: Job
+    rows: list = field(default_factory=list)
+    curves: dict = field(default_factory=dict)  # detector -> {"roc": ..., "hist": ...}
+    record: dict = field(default_factory=dict)  # the job's entry in the run record
+    failure: dict | None = None
+
+
+@dataclass
+class RunContext:
+    """What a job needs: the suite declaration, the run's options and the tuning set-up. Sessions are
+    created on first use, one per seed, and reused by every job of this process."""
+
+    suite: dict
+    detectors: list
+    options: object  # runner.RunOptions
+    ood_val: object = None  # the OOD validation ImageSet in tuned mode
+    sessions: dict = field(default_factory=dict)
+    say: object = print
+
+    def session(self, seed: int) -> Session:
+        if seed not in self.sessions:
+            o = self.options
+            shared = next(iter(self.sessions.values())).data if self.sessions else None
+            self.sessions[seed] = Session(self.suite, seed, o.device, o.cache_dir, o.data_dir, o.batch_size,
+                                          o.progress, data=shared)
+        return self.sessions[seed]
+
+    def base(self, seed: int) -> dict:
+        return {"suite": self.suite["name"], "model": self.session(seed).arch, "seed": int(seed),
+                "tuning": self.options.tuning}
+
+
+def _kinds(names) -> set[str]:
+    kinds = {CORE}
+    for n in names:
+        if "taps" in registry.get(n).consumes:
+            kinds.add(TAPS)
+    return kinds
+
+
+def run_job(job: Job, ctx: RunContext) -> JobResult:
+    """Run one job; a failing score job is returned as a failure row, never raised."""
+    s = ctx.session(job.seed)
+    res = JobResult(job)
+    if job.kind == "train":
+        res.record = s.model_meta
+    elif job.kind == "extract":
+        for images in s.all_sets():
+            s.store.ensure(images, _kinds(ctx.detectors))
+        res.rows = rowsmod.accuracy_rows(s, ctx.base(job.seed))
+        res.record = dict(s.store.stats)
+    else:
+        _score_job(job, ctx, s, res)
+    return res
+
+
+def _score_job(job: Job, ctx: RunContext, s: Session, res: JobResult) -> None:
+    name, seed, o = job.detector, job.seed, ctx.options
+    cls = registry.get(name)
+    lib = cls.info.library
+    try:
+        params, tuned = None, None
+        if ctx.ood_val is not None:
+            from oodbench.benchmark.evaluation import tuning
+
+            fit, cal = s.representation(s.data.fit, "fit"), s.representation(s.data.cal, "cal")
+            tuned = tuning.tune(name, fit, cal, cal, s.representation(ctx.ood_val, "ood_val"))
+            params = tuned.params
+        out = score_cached(s, name, params, o.use_score_cache, ctx.say)
+    except Exception as e:  # a failing detector is recorded and the run goes on
+        msg = f"{type(e).__name__}: {e}"
+        ctx.say(f"detector {name} failed: {msg}")
+        res.failure = {"detector": name, "seed": seed, "error": msg, "traceback": traceback.format_exc(limit=6)}
+        res.rows = [rowsmod.failure_row(ctx.base(seed), lib, name, msg)]
+        res.record = {"status": "failed", "error": msg}
+        return
+    from oodbench.benchmark.evaluation.record import versions
+
+    res.record = {**out.meta, "info": cls.info.as_dict(), "versions": versions()}
+    if tuned is not None:
+        res.record["tuning"] = tuned.as_dict()
+    res.curves = {name: rowsmod.curves(s.data.tests, out.scores)}
+    res.rows = rowsmod.detector_rows(ctx.base(seed), lib, name, s.data.tests, out.scores, out.pvalues, o.n_boot,
+                                     seed)
+
+
+class SerialExecutor:
+    """Runs the jobs one after the other in this process, in plan order (which respects dependencies)."""
+
+    name = "serial"
+
+    def run(self, jobs, ctx: RunContext, on_result, progress: bool = False) -> None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(jobs, desc=f"{ctx.suite['name']}", disable=not progress, leave=False, unit="job")
+        for job in bar:
+            bar.set_postfix_str(job.key.split("/", 1)[1])
+            on_result(run_job(job, ctx))
+        bar.close()

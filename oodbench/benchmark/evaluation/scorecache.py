@@ -1,0 +1,57 @@
+"""The score cache: a detector's scores (and ID p-values) for one classifier and suite, stored under
+``<cache>/scores/<model key>/<detector>-<key>.npz``. The key hashes the detector's name, parameters,
+library version and source file, the device kind, the classifier and the ``fit`` / ``cal`` data, so
+edited detector code or other data is never served stale scores."""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+
+from oodbench.adapters import registry
+from oodbench.benchmark.io import CorruptCacheError, load_arrays, save_arrays
+
+
+def code_hash(cls) -> str:
+    """Hash of the source file defining a detector class, so edited detector code invalidates cached scores."""
+    try:
+        return hashlib.sha256(Path(inspect.getfile(cls)).read_bytes()).hexdigest()[:16]
+    except (TypeError, OSError):
+        return ""
+
+
+def key(name: str, det, model_key: str, data, device: str = "cpu") -> str:
+    blob = json.dumps({"name": name, "params": det.get_params(), "lib": det.info.library_version,
+                       "device": "cuda" if str(device).startswith("cuda") else "cpu",
+                       "code": code_hash(type(det)), "model": model_key, "fit": data.fit.checksum,
+                       "cal": data.cal.checksum}, sort_keys=True, default=repr)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def path_for(session, name: str, params: dict | None = None) -> Path:
+    det = registry.create(name, **(params or {}))
+    mk = session.model_meta["key"]
+    return session.cache / "scores" / mk / f"{name}-{key(name, det, mk, session.data, session.device)}.npz"
+
+
+def load(path: Path, warn=print):
+    """``(scores, pvalues or None, meta)`` from a cache entry, or None when absent or unusable."""
+    if not path.exists():
+        return None
+    try:
+        arr = load_arrays(path)
+        meta = json.loads(str(arr.pop("__meta__")))
+    except (CorruptCacheError, KeyError, ValueError) as e:
+        warn(f"warning: score cache {path} unusable ({e}); recomputing")
+        return None
+    pv = {k[2:]: v for k, v in arr.items() if k.startswith("p:")}
+    sc = {k: v for k, v in arr.items() if not k.startswith("p:")}
+    return sc, (pv or None), meta
+
+
+def save(path: Path, scores: dict, pvalues: dict | None, meta: dict) -> None:
+    save_arrays(path, {**scores, **{"p:" + k: v for k, v in (pvalues or {}).items()},
+                       "__meta__": np.array(json.dumps(meta))})
