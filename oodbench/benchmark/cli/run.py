@@ -36,7 +36,7 @@ def run(a):
     df = df.copy()
     df.attrs = {}  # pandas deep-copies attrs on every operation below
     out = a.out or os.path.join("results", rec["suite"] + ("-tuned" if a.tuning == "tuned" else ""))
-    from oodbench.benchmark.evaluation.results import leaderboard_markdown
+    from oodbench.benchmark.reporting.leaderboard import leaderboard_markdown
 
     print(leaderboard_markdown(df[df["detector"].isin(set(df["detector"]))], rec))
     print(f"\nwrote {out}/results.csv, run.json, leaderboard.md in {rec['wall_seconds']:.1f} s "
