@@ -31,7 +31,7 @@ def comparison_report(suites: list[SuiteResults], ease: dict) -> Doc:
     doc.p("Four criteria — ease of use, performance, robustness, code quality — all with measured values. "
           "Performance comes from each suite's results files (`oodbench run`); ease of use, robustness and code "
           "quality from `results/ease/ease.json` (`oodbench ease`), measured by code; the few facts that cannot "
-          "be measured come from `oodbench/benchmark/ease_facts.json`, each with its source. "
+          "be measured come from `oodbench/benchmark/tools/ease_facts.json`, each with its source. "
           "Libraries present: " + ", ".join(f"`{x}`" for x in libs) + ".")
     missing = [lib for lib in ("pytorch-ood", "openood") if lib not in libs]
     if missing:
