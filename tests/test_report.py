@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from oodbench.benchmark.reporting import report
+from oodbench.benchmark.reporting import SuiteResults, leaderboard, leaderboard_markdown, write_reports
 
 EASE = {
     "timestamp": "2026-01-01T00:00:00Z",
@@ -47,7 +47,7 @@ def results_dir(data_dir, cache_dir, mnist_smoke, tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(results_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
-    paths = report.write_reports(results_dir, out)
+    paths = write_reports(results_dir, out)
     return out, paths
 
 
@@ -70,7 +70,7 @@ def test_reports_written(built):
 
 def test_report_is_deterministic(results_dir, built, tmp_path):
     out, paths = built
-    report.write_reports(results_dir, tmp_path)
+    write_reports(results_dir, tmp_path)
     for p in paths:
         q = tmp_path / p.relative_to(out)
         assert q.read_bytes() == p.read_bytes(), f"{p.name} differs between two builds"
@@ -88,14 +88,26 @@ def test_html_is_self_contained(built):
 
 
 def test_leaderboard_values_match_results(results_dir):
-    res = report.SuiteResults(results_dir / "mnist-smoke")
-    lb = report.leaderboard(res)
+    res = SuiteResults(results_dir / "mnist-smoke")
+    lb = leaderboard(res.df, res.record)
     df = res.df
     for _, r in lb.iterrows():
         v = df[(df["detector"] == r["detector"]) & (df["test_set"] == "near-mean") & (df["metric"] == "auroc")]
         assert r["near:auroc"] == pytest.approx(v["value"].mean())
         assert r["near:auroc:lo"] <= r["near:auroc:hi"]
     assert list(lb["near:auroc"]) == sorted(lb["near:auroc"], reverse=True)
+
+
+def test_one_leaderboard_for_run_output_and_report(results_dir):
+    """leaderboard.md (written by `oodbench run`) lists the detectors in the report's leaderboard order,
+    and that order does not depend on the order of the rows in results.csv."""
+    res = SuiteResults(results_dir / "mnist-smoke")
+    lb = leaderboard(res.df, res.record)
+    md = leaderboard_markdown(res.df, res.record)
+    pos = [md.index(f"| {d} ") for d in lb["detector"]]
+    assert pos == sorted(pos) and len(pos) == 2
+    shuffled = res.df.sample(frac=1.0, random_state=0)
+    assert list(leaderboard(shuffled, res.record)["detector"]) == list(lb["detector"])
 
 
 def _chromium():

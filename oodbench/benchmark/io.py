@@ -46,6 +46,15 @@ def write_json(path, obj) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_json(path, default=None):
+    """The content of the JSON file at ``path``, or ``default`` when the file is missing or is not
+    valid JSON (a results folder written by an interrupted or older run is read as far as it goes)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
+
+
 def sha256_bytes(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 

@@ -12,9 +12,9 @@ def add_parser(sub) -> None:
 
 
 def run(a):
-    from oodbench.benchmark.reporting import report
+    from oodbench.benchmark.reporting import write_reports
 
-    paths = report.write_reports(a.results, a.out, a.suites or None, comparison=not a.no_comparison)
+    paths = write_reports(a.results, a.out, a.suites or None, comparison=not a.no_comparison)
     if not paths:
         print(f"no results found under {a.results}/ (expected <suite>/results.csv)")
         return 1

@@ -34,7 +34,7 @@ def run(a):
                           tuning=a.tuning)
     df, rec = res.table, res.record
     out = a.out or os.path.join("results", rec["suite"] + ("-tuned" if a.tuning == "tuned" else ""))
-    from oodbench.benchmark.evaluation.results import leaderboard_markdown
+    from oodbench.benchmark.reporting.leaderboard import leaderboard_markdown
 
     print(leaderboard_markdown(df, rec))
     print(f"\nwrote {out}/results.csv, run.json, leaderboard.md in {rec['wall_seconds']:.1f} s "

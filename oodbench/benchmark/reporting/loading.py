@@ -1,0 +1,60 @@
+"""Reading a results folder: the only input of every report.
+
+``oodbench run <suite>`` writes ``results/<suite>/`` with
+
+* ``results.csv``: the long-form table, one row per (seed, detector, test set, metric); see
+  :mod:`oodbench.benchmark.evaluation.results` for its columns;
+* ``run.json``: the run record (model, seeds, versions, split sizes, per-detector timings and
+  metadata, failures);
+* ``curves.json``: per seed and detector, ROC points on a fixed FPR grid and score histograms.
+
+``oodbench ease`` writes ``results/ease/ease.json`` (ease of use, robustness probes, code quality).
+A missing or unreadable JSON file is read as empty, so a report still builds from a partial folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from oodbench.benchmark.evaluation import results
+from oodbench.benchmark.evaluation.results import GROUPS
+from oodbench.benchmark.io import read_json
+
+
+class SuiteResults:
+    """The results files of one suite: ``df`` (``results.csv``), ``record`` (``run.json``) and
+    ``curves`` (``curves.json``), plus what the reports need from them again and again: the suite
+    name, ``test_sets`` as ``(name, group)`` pairs in the run's order, and the sorted ``seeds``."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        df = results.read(self.folder / "results.csv")
+        if df is None:
+            raise FileNotFoundError(f"{self.folder / 'results.csv'} not found (run `oodbench run <suite>` first)")
+        self.df = df
+        self.record = read_json(self.folder / "run.json", {})
+        self.curves = read_json(self.folder / "curves.json", {})
+        self.suite = str(df["suite"].iloc[0]) if len(df) else self.folder.name
+        test_sets = self.record.get("test_sets") or []
+        if not test_sets:  # fall back on the CSV
+            per = df[~df["test_set"].str.endswith("-mean") & df["group"].isin(GROUPS)]
+            test_sets = [{"name": t, "group": g} for t, g in per[["test_set", "group"]].drop_duplicates().values]
+        self.test_sets = [(t["name"], t["group"]) for t in test_sets]
+        self.seeds = sorted({int(s) for s in df["seed"].dropna().unique()})
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        """The detector rows that were computed (status ``ok``; the classifier's accuracy rows left out)."""
+        return self.df[(self.df["status"] == "ok") & (self.df["detector"] != "classifier")]
+
+
+def find_suites(results_dir) -> list[Path]:
+    """Folders under ``results_dir`` that hold a ``results.csv`` (sorted by name)."""
+    root = Path(results_dir)
+    return sorted(p.parent for p in root.glob("*/results.csv"))
+
+
+def load_ease(results_dir) -> dict:
+    """``<results_dir>/ease/ease.json`` (written by ``oodbench ease``), or ``{}`` when absent."""
+    return read_json(Path(results_dir) / "ease" / "ease.json", {})
