@@ -136,7 +136,7 @@ def notmnist(paths: dict) -> list:
     for label, letter, f in picks:
         try:
             a = np.asarray(_image(files[letter][f], "L"))
-        except OSError:
+        except (OSError, SyntaxError, ValueError):  # Pillow's errors for an undecodable or broken PNG
             a = None
         if a is None or a.shape != (28, 28):
             dropped.append(f"{letter}/{f}")

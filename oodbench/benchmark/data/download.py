@@ -123,8 +123,8 @@ def present(name: str, root: Path) -> bool:
 def _convert(name: str, paths: dict) -> list:
     try:
         return builders.BUILDERS[name](paths)
-    except (FormatError, OSError, EOFError, ValueError, KeyError, IndexError, tarfile.TarError, zipfile.BadZipFile,
-            zlib.error) as e:  # a damaged archive, or one laid out unlike the published one
+    except (FormatError, OSError, EOFError, ValueError, KeyError, IndexError, SyntaxError, tarfile.TarError,
+            zipfile.BadZipFile, zlib.error) as e:  # a damaged archive, or one laid out unlike the published one
         names = ", ".join(str(p) for p in paths.values())
         raise DatasetError(f"cannot convert {name} from {names} ({type(e).__name__}: {e}). Delete the archive(s) "
                            "and run the download again.") from e
