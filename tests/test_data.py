@@ -1,5 +1,9 @@
 import gzip
+import pickle
+import re
+import shlex
 import shutil
+import struct
 
 import numpy as np
 import pytest
@@ -126,3 +130,92 @@ def test_corrupt_cache_entry_is_detected(tmp_path):
     p.write_bytes(bytes(b))
     with pytest.raises(CorruptCacheError, match="a.npz"):
         load_arrays(p)
+
+
+# --- no code execution from the data folder; every decoding error names the file and a command that exists ---
+
+def _commands_parse(message: str) -> None:
+    """Every `oodbench ...` command quoted in an error message is accepted by the CLI's parser."""
+    from oodbench.benchmark.cli import build_parser
+
+    commands = re.findall(r"`(oodbench [^`]+)`", message)
+    assert commands, message
+    for c in commands:
+        build_parser().parse_args(shlex.split(c)[1:])
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this creates the marker file
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("rel,name", [("cifar-10-batches-py/test_batch", "cifar10"),
+                                      ("cifar-100-python/test", "cifar100")])
+def test_crafted_pickle_is_refused_and_never_runs(tmp_path, rel, name):
+    marker = tmp_path / "marker"
+    p = tmp_path / "d" / rel
+    p.parent.mkdir(parents=True)
+    p.write_bytes(pickle.dumps({"data": _RunsCode(str(marker)), "labels": [0], "fine_labels": [0]}, protocol=2))
+    with pytest.raises(data.DatasetError, match=rf"{rel}.*global (io|builtins).open.*refused") as e:
+        data.load(name, "test", tmp_path / "d")
+    assert not marker.exists()
+    _commands_parse(str(e.value))
+
+
+def _gz_cases():
+    labels = gzip.compress(struct.pack(">II", 2049, 10000) + bytes(10000))
+    crc = bytearray(labels)
+    crc[-8] ^= 1
+    deflate = bytearray(gzip.compress(struct.pack(">II", 2049, 10000) + bytes(range(100)) * 100))
+    deflate[30] ^= 0xFF
+    return {"truncated stream": labels[: len(labels) // 2], "bad CRC": bytes(crc), "corrupt deflate": bytes(deflate),
+            "not gzip": b"not a gzip file",
+            "wrong IDX magic": gzip.compress(struct.pack(">II", 2050, 10000) + bytes(10000)),
+            "labels shorter than the header": gzip.compress(struct.pack(">II", 2049, 10000) + bytes(9999)),
+            "images shorter than the header": gzip.compress(struct.pack(">IIII", 2051, 10000, 28, 28) + bytes(784))}
+
+
+@pytest.mark.parametrize("case", list(_gz_cases()))
+def test_corrupt_gz_names_the_file_and_a_valid_command(data_dir, tmp_path, case):
+    raw = tmp_path / "d" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    bad = "t10k-images-idx3-ubyte.gz" if case.startswith("images") else "t10k-labels-idx1-ubyte.gz"
+    for f in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        if f == bad:
+            (raw / f).write_bytes(_gz_cases()[case])
+        else:
+            (raw / f).symlink_to(data_dir / "MNIST" / "raw" / f)
+    with pytest.raises(data.DatasetError, match=re.escape(str(raw / bad))) as e:
+        data.load("mnist", "test", tmp_path / "d")
+    assert "oodbench download mnist --data-dir" in str(e.value)
+    _commands_parse(str(e.value))
+
+
+@pytest.mark.parametrize("case", ["truncated", "bad CRC", "missing key"])
+def test_corrupt_npz_names_the_file_and_a_valid_command(data_dir, tmp_path, case):
+    src = (data_dir / "notmnist.npz").read_bytes()
+    p = tmp_path / "notmnist.npz"
+    if case == "truncated":
+        p.write_bytes(src[: len(src) // 2])
+    elif case == "bad CRC":
+        b = bytearray(src)
+        b[len(b) // 2] ^= 0xFF
+        p.write_bytes(bytes(b))
+    else:
+        with np.load(data_dir / "notmnist.npz") as z:
+            np.savez(p, x_test=z["x_test"], classes=z["classes"])
+    with pytest.raises(data.DatasetError, match="notmnist.npz") as e:
+        data.load("notmnist", "test", tmp_path)
+    assert "oodbench download notmnist --data-dir" in str(e.value)
+    _commands_parse(str(e.value))
+
+
+def test_missing_and_unavailable_sets_name_valid_commands(tmp_path):
+    for name in ("mnist", "cifar10", "tinyimagenet", "omniglot", "cifar100", "svhn", "places365"):
+        with pytest.raises(data.DatasetError) as e:
+            data.load(name, "test", tmp_path)
+        assert f"oodbench download {name} --data-dir" in str(e.value), name
+        _commands_parse(str(e.value))

@@ -20,14 +20,17 @@ name               source file(s)                              splits
 ``places365``      reason when absent
 =================  =========================================  ====================
 
-A file is accepted when its bytes match the published sha256 or its decoded arrays match the array
-checksums (so a losslessly re-encoded copy, e.g. the GPU bundle, passes). A missing or corrupt file
-raises :class:`DatasetError` naming the file, the expected checksum and how to get it.
-``download(name, root)`` fetches MNIST, FashionMNIST and CIFAR-10 through torchvision when online.
+A file is accepted when its bytes match the offline copy's sha256 (``checksums.py``), the sha256 that
+``oodbench download`` recorded in the data folder's ``oodbench-downloads.json`` (:mod:`.manifest`), or the
+MD5 published for it (CIFAR batches, SVHN; :mod:`.sources`); or when its decoded arrays match the offline
+copy's or the manifest's array checksums (so a losslessly re-encoded copy, e.g. the GPU bundle, passes).
+A missing, undecodable or corrupt file raises :class:`DatasetError` naming the file, what is wrong and the
+command that gets a good copy. CIFAR python batches are decoded by a restricted unpickler that cannot run
+code (:mod:`.formats`). :mod:`.download` fetches every set from its public source.
 """
 from __future__ import annotations
 
-import gzip
+import hashlib
 import io
 import os
 from dataclasses import dataclass, field
@@ -36,16 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from oodbench.benchmark.data import checksums
-from oodbench.benchmark.io import array_digest, sha256_file
-
-
-class DatasetError(RuntimeError):
-    """A dataset file is missing or fails its checksum."""
-
-
-class DatasetUnavailable(DatasetError):
-    """An optional dataset is not present; the suite skips it with this reason."""
+from oodbench.benchmark.data import checksums, formats, manifest
+from oodbench.benchmark.data.errors import (  # noqa: F401  (re-exported: data.DatasetError, ...)
+    HOW_TO_GET, DatasetError, DatasetUnavailable, FormatError, how_to_get)
+from oodbench.benchmark.data.sources import PUBLISHED_MD5, dataset_of
+from oodbench.benchmark.io import array_digest
 
 
 @dataclass
@@ -68,53 +66,86 @@ class ImageSet:
                         self.classes)
 
 
-HOW_TO_GET = (
-    "Point --data-dir (or $OODBENCH_DATA) at a folder laid out like ../shared/data (see its README), "
-    "or, when online, run `oodbench download {name} --data-dir DIR` (MNIST, FashionMNIST, CIFAR-10)."
-)
+def _fix(root: Path, rel: str) -> str:
+    return how_to_get(dataset_of(rel), root)
 
 
 def _verify(root: Path, rel: str, arrays: dict[str, np.ndarray] | None = None) -> str:
-    """Check ``root/rel`` against the published checksums; return the checksum that identifies it."""
+    """Check ``root/rel`` and return the checksum that identifies it.
+
+    Accepted: the sha256 of the offline copy (``checksums.FILE_SHA256``), of the download manifest's entry,
+    or the published MD5 (:data:`.sources.PUBLISHED_MD5`); else, when ``arrays`` (what the caller decoded)
+    all match the offline copy's or the manifest's array checksums, a re-encoded copy. A file with none of
+    these references (e.g. a user's own ``places365_32.npz``) is accepted as it is. Otherwise: DatasetError.
+    """
     path = root / rel
     want = checksums.FILE_SHA256.get(rel)
     if not path.exists():
-        raise DatasetError(
-            f"dataset file {path} is missing (expected sha256 {want}). " + HOW_TO_GET.format(name=rel.split("/")[0]))
-    got = _file_hash(str(path), path.stat().st_size, path.stat().st_mtime_ns)
-    if want is None or got == want:
+        expected = f" (expected sha256 {want})" if want else ""
+        raise DatasetError(f"dataset file {path} is missing{expected}. " + _fix(root, rel))
+    got = file_digest(path, "sha256")
+    if got == want:
+        return want
+    entry, md5 = manifest.read(root).get(rel), PUBLISHED_MD5.get(rel)
+    if not (want or entry or md5):  # nothing to check it against: a user's own file
         return got
+    if (entry and got == entry.get("sha256")) or (md5 and file_digest(path, "md5") == md5):
+        return got
+    refs = ([f"sha256 {want} (the offline copy)"] if want else []) + (
+        [f"sha256 {entry.get('sha256')} (downloaded {entry.get('date')}, {manifest.NAME})"] if entry else []) + (
+        [f"MD5 {md5} (published)"] if md5 else [])
     if arrays:  # a re-encoded copy: accept it when every array we read matches
-        bad = []
-        for key, a in arrays.items():
-            ref = checksums.ARRAY_SHA256.get(rel if key == "idx" else f"{rel}:{key}")
-            if ref is None or array_digest(a) != ref:
-                bad.append(key)
-        if not bad:
+        digests = {k: array_digest(a) for k, a in arrays.items()}
+        shared = {k: checksums.ARRAY_SHA256.get(rel if k == "idx" else f"{rel}:{k}") for k in digests}
+        if want and shared == digests:
             return want
+        recorded = (entry or {}).get("arrays") or {}
+        if entry and all(recorded.get(k) == d for k, d in digests.items()):
+            return entry.get("sha256", got)
+        bad = sorted(k for k, d in digests.items() if d not in (shared[k], recorded.get(k))) or sorted(digests)
         raise DatasetError(
-            f"dataset file {path} is corrupt: its sha256 is {got}, expected {want}, and the arrays {bad} do not "
-            f"match their checksums. Replace it. " + HOW_TO_GET.format(name=rel.split("/")[0]))
-    raise DatasetError(f"dataset file {path}: sha256 {got}, expected {want}. " + HOW_TO_GET.format(name=rel))
+            f"dataset file {path} is corrupt: its sha256 is {got}, expected {' or '.join(refs)}, and the arrays "
+            f"{bad} do not match their checksums. Replace it. " + _fix(root, rel))
+    raise DatasetError(f"dataset file {path} is corrupt: its sha256 is {got}, expected {' or '.join(refs)}. "
+                       "Replace it. " + _fix(root, rel))
 
 
-@lru_cache(maxsize=64)
-def _file_hash(path: str, size: int, mtime: int) -> str:
-    return sha256_file(path)
+def file_digest(path, algo: str = "sha256") -> str:
+    """Hex digest (``sha256`` or ``md5``) of a file, cached by path, size and modification time."""
+    st = Path(path).stat()
+    return _hash(str(path), st.st_size, st.st_mtime_ns, algo)
 
 
-def _read_idx(path: Path) -> np.ndarray:
+@lru_cache(maxsize=128)
+def _hash(path: str, size: int, mtime: int, algo: str) -> str:
+    h = hashlib.new(algo, usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_ok(root, rel: str) -> bool:
+    """Whether ``root/rel`` exists and passes :func:`_verify` on its bytes alone (no decoding)."""
     try:
-        raw = gzip.open(path).read()
-    except (OSError, EOFError) as e:
-        raise DatasetError(f"dataset file {path} cannot be read as gzip: {e}") from e
-    magic = int.from_bytes(raw[:4], "big")
-    if magic == 2051:
-        n, h, w = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
-        return np.frombuffer(raw, np.uint8, offset=16).reshape(n, h, w)
-    if magic == 2049:
-        return np.frombuffer(raw, np.uint8, offset=8)
-    raise DatasetError(f"dataset file {path} is not an IDX file (magic {magic})")
+        _verify(Path(root), rel)
+        return True
+    except DatasetError:
+        return False
+
+
+def _decode(root: Path, rel: str, decode):
+    """``decode(bytes of root/rel)``, with a missing, unreadable or undecodable file as a DatasetError
+    that names the file, what is wrong and the fix."""
+    path = root / rel
+    if not path.exists():
+        _verify(root, rel)  # raises: missing
+    try:
+        return decode(path.read_bytes())
+    except FormatError as e:
+        raise DatasetError(f"dataset file {path} {e}. Replace it. " + _fix(root, rel)) from e
+    except OSError as e:
+        raise DatasetError(f"dataset file {path} cannot be read ({e}). " + _fix(root, rel)) from e
 
 
 def _idx_set(root: Path, folder: str, split: str, name: str) -> ImageSet:
@@ -124,8 +155,8 @@ def _idx_set(root: Path, folder: str, split: str, name: str) -> ImageSet:
     for rel in (imgs_rel, labs_rel):
         if not (root / rel).exists():
             _verify(root, rel)  # raises with the full message
-    x = _read_idx(root / imgs_rel)
-    y = _read_idx(root / labs_rel)
+    x = _decode(root, imgs_rel, formats.decode_idx)
+    y = _decode(root, labs_rel, formats.decode_idx)
     c1 = _verify(root, imgs_rel, {"idx": x})
     c2 = _verify(root, labs_rel, {"idx": y})
     return ImageSet(f"{name}:{split}", x, y.astype(np.int64), f"{c1[:16]}{c2[:16]}",
@@ -139,11 +170,13 @@ def _npz(root: Path, rel: str, keys: list[str]) -> tuple[dict[str, np.ndarray], 
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in keys if k in z.files}
-    except Exception as e:  # zip errors, truncated files
-        raise DatasetError(f"dataset file {path} cannot be read: {e}. " + HOW_TO_GET.format(name=rel)) from e
+    except Exception as e:  # zip errors (bad CRC, truncated), zlib errors, pickled objects
+        raise DatasetError(f"dataset file {path} cannot be read as an .npz archive ({type(e).__name__}: {e}). "
+                           "Replace it. " + _fix(root, rel)) from e
     missing = [k for k in keys if k not in arrays]
     if missing:
-        raise DatasetError(f"dataset file {path} lacks the keys {missing}")
+        raise DatasetError(f"dataset file {path} lacks the keys {missing} (it has {sorted(arrays)}). Replace it. "
+                           + _fix(root, rel))
     return arrays, _verify(root, rel, arrays)
 
 
@@ -162,19 +195,23 @@ def _decode_jpegs(buf: np.ndarray, off: np.ndarray) -> np.ndarray:
     return out
 
 
+def _cifar_batch(root: Path, rel: str, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """A CIFAR python batch, decoded without running code (see :mod:`.formats`) and then checked."""
+    data, labels = _decode(root, rel, lambda raw: formats.cifar_batch(raw, label_key))
+    _verify(root, rel, {"data": data, label_key: labels})
+    return data, labels
+
+
 def _cifar10(root: Path, split: str, cache: Path | None) -> ImageSet:
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     batches = root / "cifar-10-batches-py"
-    if not (root / "cifar10_jpeg.npz").exists() and batches.is_dir():
-        import pickle
-
+    if not (root / "cifar10_jpeg.npz").exists() and batches.is_dir():  # torchvision's layout (oodbench download)
         files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
         xs, ys = [], []
         for f in files:
-            with open(batches / f, "rb") as fh:
-                d = pickle.load(fh, encoding="latin1")
-            xs.append(np.asarray(d["data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            ys.append(np.asarray(d["labels"], np.int64))
+            data, labels = _cifar_batch(root, f"cifar-10-batches-py/{f}", "labels")
+            xs.append(formats.cifar_images(data))
+            ys.append(labels)
         x, y = np.concatenate(xs), np.concatenate(ys)
         return ImageSet(f"cifar10:{split}", x, y, "tv:" + array_digest(x)[:24], classes)
     if split == "test":
@@ -208,34 +245,26 @@ def _noise(kind: str, n: int, shape: tuple, seed: int) -> ImageSet:
 
 
 def _optional(root: Path, name: str) -> ImageSet:
-    """CIFAR-100, SVHN, Places365 in torchvision's layouts, when a user has them."""
+    """CIFAR-100, SVHN, Places365 in torchvision's layouts, when a user has them (``oodbench download NAME``)."""
+    files = {"cifar100": ("CIFAR-100", "cifar-100-python/test"), "svhn": ("SVHN", "test_32x32.mat"),
+             "places365": ("Places365", "places365_32.npz")}
+    if name not in files:
+        raise KeyError(name)
+    title, rel = files[name]
+    if not (root / rel).exists():
+        layout = " (x_test (N,32,32,3) uint8, y_test, classes)" if name == "places365" else ""
+        raise DatasetUnavailable(f"{title} not found ({root / rel}{layout}); it is not in the "
+                                 "offline data. " + how_to_get(name, root))
     if name == "cifar100":
-        p = root / "cifar-100-python" / "test"
-        if p.exists():
-            import pickle
-
-            with open(p, "rb") as fh:
-                d = pickle.load(fh, encoding="latin1")
-            x = np.asarray(d["data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-            return ImageSet("cifar100:test", x, np.asarray(d["fine_labels"], np.int64), "tv:" + array_digest(x)[:24])
-        raise DatasetUnavailable(f"CIFAR-100 not found ({p}); it is not in the offline data")
+        data, labels = _cifar_batch(root, rel, "fine_labels")
+        x = formats.cifar_images(data)
+        return ImageSet("cifar100:test", x, labels, "tv:" + array_digest(x)[:24])
     if name == "svhn":
-        p = root / "test_32x32.mat"
-        if p.exists():
-            from scipy.io import loadmat
-
-            m = loadmat(p)
-            x = np.ascontiguousarray(m["X"].transpose(3, 0, 1, 2))
-            return ImageSet("svhn:test", x, m["y"].ravel().astype(np.int64) % 10, "tv:" + array_digest(x)[:24])
-        raise DatasetUnavailable(f"SVHN not found ({p}); it is not in the offline data")
-    if name == "places365":
-        p = root / "places365_32.npz"
-        if p.exists():
-            a, c = _npz(root, "places365_32.npz", ["x_test", "y_test", "classes"])
-            return ImageSet("places365:test", a["x_test"], a["y_test"].astype(np.int64), c[:32])
-        raise DatasetUnavailable(f"Places365 not found ({p}: x_test (N,32,32,3) uint8, y_test, classes); "
-                                 "it is not in the offline data")
-    raise KeyError(name)
+        x, y = _decode(root, rel, lambda raw: formats.svhn_mat(io.BytesIO(raw)))
+        _verify(root, rel, {"x": x, "y": y})
+        return ImageSet("svhn:test", x, y, "tv:" + array_digest(x)[:24])
+    a, c = _npz(root, rel, ["x_test", "y_test", "classes"])
+    return ImageSet("places365:test", a["x_test"], a["y_test"].astype(np.int64), c[:32])
 
 
 DATASETS = {
@@ -285,18 +314,15 @@ def load(name: str, split: str = "test", root: str | os.PathLike | None = None, 
 
 
 def download(name: str, root: str | os.PathLike) -> Path:
-    """Download MNIST, FashionMNIST or CIFAR-10 into ``root`` through torchvision (needs the network)."""
-    import torchvision
+    """Fetch dataset ``name`` from its public source into ``root`` (needs the network); see :mod:`.download`.
 
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    cls = {"mnist": torchvision.datasets.MNIST, "fashionmnist": torchvision.datasets.FashionMNIST,
-           "cifar10": torchvision.datasets.CIFAR10}.get(name)
-    if cls is None:
-        raise DatasetError(f"{name} cannot be downloaded through torchvision; see the data README for its source")
-    for train in (True, False):
-        cls(str(root), train=train, download=True)
-    return root
+    Kept for older callers; prefer ``oodbench.benchmark.data.download.download([names], root)``."""
+    from oodbench.benchmark.data.download import download as fetch_all
+
+    for r in fetch_all([name], root, progress=False):
+        if r.status == "failed":
+            raise DatasetError(r.error)
+    return Path(root)
 
 
 def tinyimagenet_classes(root=None) -> list[str]:
