@@ -28,7 +28,6 @@ from oodbench.benchmark.cli import main
 from oodbench.benchmark.data import builders, sources, suites
 from oodbench.benchmark.io import array_digest, sha256_file
 
-# the module, not the facade's name ``data.download`` (see the module docstring of oodbench.benchmark.data.download)
 dl = importlib.import_module("oodbench.benchmark.data.download")
 RNG = np.random.default_rng(0)
 

@@ -97,7 +97,3 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise CorruptCacheError(f"{path}: content does not match its checksum {want[:12]}…")
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
-
-
-def cached_exists(path) -> bool:
-    return Path(path).exists() and Path(str(path) + ".sha256").exists()

@@ -313,18 +313,6 @@ def load(name: str, split: str = "test", root: str | os.PathLike | None = None, 
     return _optional(root, name)
 
 
-def download(name: str, root: str | os.PathLike) -> Path:
-    """Fetch dataset ``name`` from its public source into ``root`` (needs the network); see :mod:`.download`.
-
-    Kept for older callers; prefer ``oodbench.benchmark.data.download.download([names], root)``."""
-    from oodbench.benchmark.data.download import download as fetch_all
-
-    for r in fetch_all([name], root, progress=False):
-        if r.status == "failed":
-            raise DatasetError(r.error)
-    return Path(root)
-
-
 def tinyimagenet_classes(root=None) -> list[str]:
     from oodbench.benchmark.config import data_dir
 

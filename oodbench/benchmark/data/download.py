@@ -27,10 +27,6 @@ copies' own sources, with the data README's processing):
   from the committed CIFAR-10 results.
 * CIFAR-100, SVHN, Places365 are not in the offline copy; Places365 is reduced to the first
   :data:`.builders.PLACES365_N` validation images at 32x32 (``val_256.tar`` is a 2.2 GB download).
-
-Import the function as ``from oodbench.benchmark.data.download import download``: the package facade also
-binds the name ``download`` (to ``datasets.download``, a one-dataset wrapper kept for older callers), and
-importing this submodule rebinds ``oodbench.benchmark.data.download`` to the module.
 """
 from __future__ import annotations
 

@@ -2,10 +2,10 @@
 runs), under an exclusive lock so concurrent runs into one folder serialise instead of overwriting."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from oodbench.benchmark.evaluation import results
+from oodbench.benchmark.io import read_json
 
 
 class locked:
@@ -28,14 +28,6 @@ class locked:
         self.f.close()
 
 
-def _read_json(path: Path) -> dict:
-    """A JSON file's content, or {} when it is missing or unreadable (it is then rewritten)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def merge_and_write(out_dir: Path, df, record: dict, curves: dict):
     """Merge ``df`` into ``out_dir/results.csv`` (rows of the same suite, model, seed and detector are
     replaced), update ``run.json`` (this run's detector records over the earlier ones, and the history
@@ -45,14 +37,14 @@ def merge_and_write(out_dir: Path, df, record: dict, curves: dict):
     det_records = record["detectors"]
     with locked(out_dir / ".lock"):
         merged = results.merge(results.read(out_dir / "results.csv"), df)
-        prev = _read_json(out_dir / "run.json")
+        prev = read_json(out_dir / "run.json", {})
         keep = set(merged["detector"])
         record["detectors"] = {**{k: v for k, v in prev.get("detectors", {}).items() if k in keep}, **det_records}
         # every run that contributed rows to this folder, with its environment (e.g. OpenOOD's numpy 1.26)
         record["runs"] = prev.get("runs", []) + [
             {k: record[k] for k in ("timestamp", "command", "versions", "git_commit", "device", "threads",
                                     "wall_seconds")} | {"detectors": sorted(det_records)}]
-        prev_curves = _read_json(out_dir / "curves.json")
+        prev_curves = read_json(out_dir / "curves.json", {})
         for sd, dets_c in curves.items():
             prev_curves.setdefault(sd, {}).update(dets_c)
         for sd in list(prev_curves):

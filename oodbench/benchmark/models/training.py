@@ -30,7 +30,7 @@ def _uint8_nchw(x: np.ndarray) -> torch.Tensor:
     return t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
 
 
-def train(model: Classifier, x: np.ndarray, y: np.ndarray, recipe: Recipe, seed: int, device="cpu",
+def train(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, recipe: Recipe, seed: int, device="cpu",
           progress=True) -> dict:
     """Train ``model`` on uint8 images with the recipe; returns a log dict (time, last loss).
 

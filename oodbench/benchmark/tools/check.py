@@ -450,7 +450,7 @@ def check_detectors(detectors, suite=None, baseline=None, tolerance=TOLERANCE, f
         if runnable:
             t0 = time.perf_counter()
             run, measured = suite_metrics([r.detector for r in runnable], suite, seeds, data_dir, cache_dir, threads)
-            df, rec = run.table, run.record
+            rec = run.record
             model = rec.get("model", "")
             failed = {f["detector"]: f["error"] for f in rec.get("failures", [])}
             path = baseline_path(suites_mod.get(suite)["name"], baseline)
