@@ -412,7 +412,7 @@ def probe_detector(cls, problem) -> dict:
     """Fit on the separable problem, then feed the four probes; also records network attempts."""
     import numpy as np
 
-    from oodbench.benchmark.tools.check import cpu_only, no_network
+    from oodbench.benchmark.tools.guards import cpu_only, no_network
     from oodbench.benchmark.data import ImageSet
 
     conns: list = []
@@ -513,7 +513,7 @@ def measure_detectors(patterns=None, skip_probes=False, probe_expensive=False) -
             e["probes"] = {}
             e["probe_note"] = "not probed: its library is not installed in this environment"
         elif problem is not None and i.expensive and not probe_expensive:
-            from oodbench.benchmark.tools.check import no_network
+            from oodbench.benchmark.tools.guards import no_network
 
             conns: list = []
             try:
