@@ -1,13 +1,17 @@
 """`oodbench check`: the contract passes for built-in detectors and fails, saying why, for broken ones;
-the baseline comparison stores, passes and fails on a drop beyond the tolerance."""
+every registered detector meets it (one test per detector and check); the baseline comparison stores,
+passes and fails on a drop beyond the tolerance."""
+from unittest import SkipTest
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from oodbench.adapters import registry
 from oodbench.adapters.base import Detector, DetectorInfo
 from oodbench.benchmark.tools import check
 from oodbench.benchmark.tools import separable
-from oodbench.benchmark.tools.check import check_detector
+from oodbench.benchmark.tools.check import baseline, check_detector, detector_checks, parametrize_with_checks
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +81,66 @@ def test_broken_detectors_fail_saying_why(cls, check_name, why, sep):
     assert not res.passed and {f.check for f in res.failures} == {check_name}
 
 
+@parametrize_with_checks(registry.names(), skip_expensive=True)
+def test_registered_detectors_meet_the_contract(detector, check):
+    """Every registered detector, one test per check (expensive ones and those whose library is not
+    installed are skipped with the reason; `oodbench check NAME` runs them)."""
+    check(detector)
+
+
+def test_parametrize_with_checks_one_case_per_check(sep):
+    class Plain(_MSP):
+        pass
+
+    class NaNs(ReturnsNaN):
+        pass
+
+    cases = parametrize_with_checks([Plain, NaNs], problem=sep).args[1]
+    ids = [c.id for c in cases]
+    assert "Plain-check_sign" in ids and "NaNs-check_no_nan" in ids and "Plain-check_p_value" not in ids
+    run = {c.id: c.values[1] for c in cases}
+    run["Plain-check_sign"](Plain)  # passes
+    with pytest.raises(AssertionError, match="NaN scores"):
+        run["NaNs-check_no_nan"](NaNs)
+    with pytest.raises(SkipTest, match="see 'no NaN'"):  # an earlier check failed: skipped, saying which
+        run["NaNs-check_sign"](NaNs)
+
+
+def test_checks_skip_what_cannot_run_here():
+    unavailable = [n for n in registry.names() if registry.get(n).info.extra.get("available") is False]
+    expensive = [n for n in registry.names() if registry.get(n).info.expensive and registry.get(n).info.cpu_ok
+                 and n not in unavailable]
+    for names, why in ((unavailable, "not installed"), (expensive, "expensive=True")):
+        for n in names[:1]:
+            checks = dict(detector_checks(registry.get(n), skip_expensive=True))
+            assert set(checks) == {"metadata", "constructor", "clone", "fit/score on CPU"}
+            with pytest.raises(SkipTest, match=why):
+                checks["fit/score on CPU"](registry.get(n))
+
+
+def test_checks_of_one_detector_share_one_fit(sep):
+    class Counted(_MSP):
+        fits = 0
+
+        def fit(self, fit, cal=None):
+            type(self).fits += 1
+            return self
+
+    for _, run in detector_checks(Counted, sep):
+        run(Counted)
+    assert Counted.fits == 2  # once for all the checks, once more for the determinism check's refitted clone
+
+
+def test_float32_scores_are_a_warning(sep):
+    class Float32(_MSP):
+        def score(self, rep):
+            return super().score(rep).astype(np.float32)
+
+    res = check_detector(Float32, problem=sep, name="tests.float32")
+    assert res.passed and [f.check for f in res.findings if f.status == "warn"] == ["output", "output"]
+    assert "returned float32; the contract is float64" in res.findings[4].message
+
+
 def test_cuda_calls_are_caught(sep):
     import torch
 
@@ -92,24 +156,24 @@ def test_cuda_calls_are_caught(sep):
 def test_compare_with_baseline(tmp_path):
     base = tmp_path / "b.csv"
     measured = {("near", "auroc"): 0.90, ("near", "fpr95"): 0.30, ("far", "auroc"): 0.95}
-    check.update_baseline(base, "s", "m", {"det": measured, "other": {("near", "auroc"): 0.99}},
+    baseline.update_baseline(base, "s", "m", {"det": measured, "other": {("near", "auroc"): 0.99}},
                           {"det": ("lib", "1")}, 1)
-    df = check.read_baseline(base)
-    assert len(df) == 4 and list(df.columns) == check.BASELINE_COLUMNS
+    df = baseline.read_baseline(base)
+    assert len(df) == 4 and list(df.columns) == baseline.BASELINE_COLUMNS
     res = check.CheckResult("det")
-    check.compare(res, measured, df, "s", "m", 0.02, 0.05)
+    baseline.compare(res, measured, df, "s", "m", 0.02, 0.05)
     assert res.passed, res.summary()
     res = check.CheckResult("det")
-    check.compare(res, {**measured, ("near", "auroc"): 0.85, ("near", "fpr95"): 0.40}, df, "s", "m", 0.02, 0.05)
+    baseline.compare(res, {**measured, ("near", "auroc"): 0.85, ("near", "fpr95"): 0.40}, df, "s", "m", 0.02, 0.05)
     assert not res.passed
     msg = res.failures[0].message
     assert "near auroc dropped from 0.9000 to 0.8500 (tolerance 0.020)" in msg and "fpr95 rose" in msg
     res = check.CheckResult("new")
-    check.compare(res, {("near", "auroc"): 0.95}, df, "s", "m", 0.02, 0.05)
+    baseline.compare(res, {("near", "auroc"): 0.95}, df, "s", "m", 0.02, 0.05)
     assert res.passed and "rank 2 of 3" in res.findings[0].message
     # updating one detector keeps the others
-    check.update_baseline(base, "s", "m", {"det": {("near", "auroc"): 0.5}}, {}, 1)
-    df = check.read_baseline(base)
+    baseline.update_baseline(base, "s", "m", {"det": {("near", "auroc"): 0.5}}, {}, 1)
+    df = baseline.read_baseline(base)
     assert set(df["detector"]) == {"det", "other"} and len(df) == 2
 
 
@@ -182,7 +246,7 @@ def test_entry_point_plugin_is_listed_and_checked(tmp_path):
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-package\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text('[oodbench.detectors]\nmy.maxlogit_margin = my_package.margin:Margin\n')
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(check.REPO)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(baseline.REPO)])}
     code = ("import sys; from oodbench.benchmark import cli; cli.main(['list']); "
             "sys.exit(cli.main(['check', 'my.maxlogit_margin']))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from oodbench.adapters.base import Detector, DetectorInfo
-from oodbench.benchmark.tools import ease
+from oodbench.benchmark.tools.ease import detectors, environments, install, lines, measure, probes
 from oodbench.benchmark.tools import quality
 from oodbench.benchmark.tools import separable
 
@@ -60,7 +60,7 @@ def test_quality_counts_a_known_package(tmp_path):
 
 
 def test_dist_facts_of_pytorch_ood():
-    f = ease.dist_facts("pytorch-ood", "pytorch_ood")
+    f = install.dist_facts("pytorch-ood", "pytorch_ood")
     assert f["installed"] and f["version"] == "0.4.0"
     assert {"torch", "torchvision", "scipy", "numpy"} <= set(f["declared_dependencies"])
     assert "scikit-learn" in f["extra_only_dependencies"]
@@ -73,7 +73,7 @@ def test_dist_facts_runs_with_the_standard_library_only():
     """The script form is what runs inside OpenOOD's environment."""
     import subprocess
 
-    r = subprocess.run([sys.executable, "-I", "-S", ease.__file__, "--dist-facts", "nonexistent-dist", "x"],
+    r = subprocess.run([sys.executable, "-I", "-S", install.__file__, "--dist-facts", "nonexistent-dist", "x"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["installed"] is False
@@ -83,10 +83,10 @@ def test_integration_lines():
     from oodbench.adapters import registry
 
     src = '"""Doc\n\nmore."""\n\n# comment\nx = 1\n\ndef f():\n    """Doc."""\n    return x\n'
-    assert ease.code_lines(src) == 3
+    assert lines.code_lines(src) == 3
     msp = registry.get("pytorch_ood.msp")
-    assert ease.detector_lines(msp, "msp") >= 1
-    assert ease.required_args(msp) == ["model"]
+    assert lines.detector_lines(msp, "msp") >= 1
+    assert detectors.required_args(msp) == ["model"]
 
 
 class _Base(Detector):
@@ -114,30 +114,30 @@ class _Crashes(_Base):
 
 
 def test_probes_classify_outcomes(sep):
-    good = ease.probe_detector(_Base, sep)
+    good = probes.probe_detector(_Base, sep)
     assert good["nan_input"]["outcome"] == "silent garbage"
     assert {good[k]["outcome"] for k in ("constant_images", "batch_of_one", "wrong_dtype")} == {"ok"}
     assert good["network_attempts"] == []
-    checks = ease.probe_detector(_Checks, sep)
+    checks = probes.probe_detector(_Checks, sep)
     assert checks["nan_input"]["outcome"] == "clear error" and "NaN" in checks["nan_input"]["detail"]
     assert checks["wrong_dtype"]["outcome"] == "clear error"
-    crash = ease.probe_detector(_Crashes, sep)
+    crash = probes.probe_detector(_Crashes, sep)
     assert crash["nan_input"]["outcome"] == "crash" and crash["batch_of_one"]["outcome"] == "crash"
 
 
 def test_classify_shapes_and_values():
-    assert ease.classify(lambda: np.zeros(3), 4, "batch_of_one")["outcome"] == "silent garbage"
-    assert ease.classify(lambda: np.array([np.inf, 0.0]), 2, "constant_images")["outcome"] == "silent garbage"
-    assert ease.classify(lambda: np.zeros(2), 2, "wrong_dtype")["outcome"] == "ok"
+    assert probes.classify(lambda: np.zeros(3), 4, "batch_of_one")["outcome"] == "silent garbage"
+    assert probes.classify(lambda: np.array([np.inf, 0.0]), 2, "constant_images")["outcome"] == "silent garbage"
+    assert probes.classify(lambda: np.zeros(2), 2, "wrong_dtype")["outcome"] == "ok"
 
 
 def test_import_time_in_a_fresh_interpreter():
-    t = ease.import_times(sys.executable, "import json", runs=1)
+    t = environments.import_times(sys.executable, "import json", runs=1)
     assert t["median_s"] is not None and t["median_s"] >= 0 and t["torch_median_s"] > 0 and not t["error"]
 
 
 def test_facts_file_has_a_source_for_every_fact():
-    facts = json.loads(ease.FACTS.read_text())
+    facts = json.loads(measure.FACTS.read_text())
     assert set(facts) >= {"pytorch-ood", "openood", "oodbench-lab"}
     for lib, items in facts.items():
         for f in items:
@@ -151,5 +151,5 @@ def test_costs_from_results(tmp_path):
                                                    "peak_python_mb": 5.0, "info": {"library": "x"}}}}}
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "run.json").write_text(json.dumps(rec))
-    c = ease.costs_from_results(tmp_path)
+    c = measure.costs_from_results(tmp_path)
     assert c["d"]["s"]["fit_seconds"] == 2.0 and c["d"]["s"]["throughput_per_s"] == 20.0

@@ -9,7 +9,7 @@ test files shipped inside the package, hard-coded ``.cuda()`` calls and ``"cuda"
 ``except:`` clauses, ``print`` calls and whether modules declare ``__all__``.
 
 Run as a script it prints the JSON for one folder, so another environment (e.g. OpenOOD's) needs
-only the standard library: ``python oodbench/benchmark/quality.py /path/to/package``.
+only the standard library: ``python oodbench/benchmark/tools/quality.py /path/to/package``.
 """
 from __future__ import annotations
 
@@ -36,7 +36,37 @@ def _func_hints(fn) -> tuple[int, int]:
     return have, total
 
 
+def _documented(out: dict, kind: str, node) -> None:
+    """Count a public class / function / method and whether it has a docstring."""
+    out[kind] += 1
+    out["docstring_items"] += 1
+    out["docstrings"] += ast.get_docstring(node) is not None
+
+
+def _hinted(out: dict, fn) -> None:
+    h, t = _func_hints(fn)
+    out["hints"] += h
+    out["hint_slots"] += t
+
+
+def _count_api(out: dict, tree) -> None:
+    """Public classes, functions and methods of a module: docstrings and type hints."""
+    funcs = (ast.FunctionDef, ast.AsyncFunctionDef)
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and _public(node.name):
+            _documented(out, "public_classes", node)
+            for m in node.body:
+                if isinstance(m, funcs) and (_public(m.name) or m.name == "__init__"):
+                    if m.name != "__init__":
+                        _documented(out, "public_methods", m)
+                    _hinted(out, m)
+        elif isinstance(node, funcs) and _public(node.name):
+            _documented(out, "public_functions", node)
+            _hinted(out, node)
+
+
 def analyse(path, name: str = "") -> dict:
+    """The counts of the module docstring for the package folder ``path`` (reported under ``name``)."""
     root = Path(path)
     files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
     out = {"name": name or root.name, "path": str(root), "modules": 0, "code_lines": 0, "size_kb": 0.0,
@@ -77,27 +107,7 @@ def analyse(path, name: str = "") -> dict:
                 out["modules_with_all"] += 1
         if private_mod:
             continue
-        for node in tree.body:
-            if isinstance(node, ast.ClassDef) and _public(node.name):
-                out["public_classes"] += 1
-                out["docstring_items"] += 1
-                out["docstrings"] += ast.get_docstring(node) is not None
-                for m in node.body:
-                    if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)) and (_public(m.name) or m.name == "__init__"):
-                        if m.name != "__init__":
-                            out["public_methods"] += 1
-                            out["docstring_items"] += 1
-                            out["docstrings"] += ast.get_docstring(m) is not None
-                        h, t = _func_hints(m)
-                        out["hints"] += h
-                        out["hint_slots"] += t
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _public(node.name):
-                out["public_functions"] += 1
-                out["docstring_items"] += 1
-                out["docstrings"] += ast.get_docstring(node) is not None
-                h, t = _func_hints(node)
-                out["hints"] += h
-                out["hint_slots"] += t
+        _count_api(out, tree)
     out["size_kb"] = round(total_bytes / 1024, 1)
     out["docstring_coverage"] = round(out["docstrings"] / out["docstring_items"], 4) if out["docstring_items"] else None
     out["type_hint_coverage"] = round(out["hints"] / out["hint_slots"], 4) if out["hint_slots"] else None
