@@ -20,7 +20,6 @@ import numpy as np
 
 from oodbench.benchmark import data as datamod
 from oodbench.benchmark.data import shifts as shiftmod
-from oodbench.benchmark.io import array_digest
 
 COVARIATE_SHIFTS = ("rotate", "noise", "blur", "contrast", "jpeg")
 COVARIATE_SEVERITIES = (2, 4)
@@ -203,6 +202,3 @@ def materialise(suite: dict | str, data_dir=None, cache=None, progress=None) -> 
         sums[t["name"]] = s.checksum
     return Materialised(suite, parts["train"], parts["fit"], parts["cal"], id_test, tests, skipped, sums)
 
-
-def fingerprint(images: np.ndarray) -> str:
-    return array_digest(images)[:20]
