@@ -21,6 +21,12 @@ def add_parser(sub) -> None:
     r.add_argument("--tuning", choices=["default", "tuned"], default="default",
                    help="default: library defaults, no OOD data; tuned: hyperparameters chosen on a disjoint OOD "
                         "validation set (results go to results/<suite>-tuned)")
+    r.add_argument("--jobs", type=int, default=None,
+                   help="worker processes on this machine (default: the number of cores, fewer if memory is short)")
+    r.add_argument("--executor", choices=["auto", "serial", "local", "ray"], default="auto",
+                   help="auto: serial for --jobs 1, else local worker processes; ray: Ray tasks (pip install "
+                        "'oodbench[ray]'; --address for an existing cluster)")
+    r.add_argument("--address", default=None, help="Ray cluster address (with --executor ray), e.g. auto or HEAD:6379")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(fn=run)
 
@@ -31,7 +37,7 @@ def run(a):
     res = runner.evaluate(a.suite, detectors=a.detectors, seeds=a.seeds, device=a.device, data_dir=a.data_dir,
                           cache_dir=a.cache_dir, out=a.out, threads=a.threads, n_boot=a.bootstrap,
                           progress=not a.quiet, use_score_cache=not a.no_score_cache, batch_size=a.batch_size,
-                          tuning=a.tuning)
+                          tuning=a.tuning, jobs=a.jobs, executor=a.executor, address=a.address)
     df, rec = res.table, res.record
     out = a.out or os.path.join("results", rec["suite"] + ("-tuned" if a.tuning == "tuned" else ""))
     from oodbench.benchmark.reporting.leaderboard import leaderboard_markdown

@@ -85,6 +85,17 @@ class RunContext:
                                           o.progress, data=shared)
         return self.sessions[seed]
 
+    def prepare_tuning(self) -> None:
+        """In tuned mode, build the OOD validation set (disjoint from every test set) once."""
+        if self.options.tuning != "tuned" or self.ood_val is not None:
+            return
+        from oodbench.benchmark import config
+        from oodbench.benchmark.evaluation import tuning
+
+        data = self.session(0).data
+        self.ood_val = tuning.ood_val_set(self.suite, self.options.data_dir, config.cache_dir(self.options.cache_dir))
+        tuning.assert_disjoint(self.ood_val, [data.id_test] + [t.images for t in data.tests])
+
     def base(self, seed: int) -> dict:
         return {"suite": self.suite["name"], "model": self.session(seed).arch, "seed": int(seed),
                 "tuning": self.options.tuning}
@@ -98,8 +109,38 @@ def _kinds(names) -> set[str]:
     return kinds
 
 
+def seed_job(job: Job) -> int:
+    """Seed Python's, numpy's and torch's generators from the job's key, so that a job's numbers do not
+    depend on which jobs ran before it in the same process (serial, local workers and Ray agree)."""
+    import hashlib
+    import random
+
+    import numpy as np
+    import torch
+
+    s = int(hashlib.sha256(job.key.encode()).hexdigest()[:8], 16)
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+    return s
+
+
+def failed_result(job: Job, ctx: RunContext, msg: str, tb: str = "", seconds=None) -> JobResult:
+    """The result of a job that did not finish: a failure row (score jobs) and its record."""
+    res = JobResult(job)
+    res.failure = {"detector": job.detector or job.kind, "seed": job.seed, "error": msg, "traceback": tb}
+    res.record = {"status": "failed", "error": msg}
+    if seconds is not None:
+        res.record["seconds"] = round(float(seconds), 3)
+    if job.kind == "score":
+        lib = registry.get(job.detector).info.library
+        res.rows = [rowsmod.failure_row(ctx.base(job.seed), lib, job.detector, msg)]
+    return res
+
+
 def run_job(job: Job, ctx: RunContext) -> JobResult:
     """Run one job; a failing score job is returned as a failure row, never raised."""
+    seed_job(job)
     s = ctx.session(job.seed)
     res = JobResult(job)
     if job.kind == "train":
@@ -130,9 +171,8 @@ def _score_job(job: Job, ctx: RunContext, s: Session, res: JobResult) -> None:
     except Exception as e:  # a failing detector is recorded and the run goes on
         msg = f"{type(e).__name__}: {e}"
         ctx.say(f"detector {name} failed: {msg}")
-        res.failure = {"detector": name, "seed": seed, "error": msg, "traceback": traceback.format_exc(limit=6)}
-        res.rows = [rowsmod.failure_row(ctx.base(seed), lib, name, msg)]
-        res.record = {"status": "failed", "error": msg}
+        failed = failed_result(job, ctx, msg, traceback.format_exc(limit=6))
+        res.failure, res.rows, res.record = failed.failure, failed.rows, failed.record
         return
     from oodbench.benchmark.evaluation.record import versions
 

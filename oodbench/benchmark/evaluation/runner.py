@@ -24,7 +24,8 @@ from oodbench.adapters import registry
 from oodbench.benchmark import config
 from oodbench.benchmark.data import suites
 from oodbench.benchmark.evaluation import output, record as recordmod, results
-from oodbench.benchmark.evaluation.jobs import JobResult, RunContext, SerialExecutor, plan
+from oodbench.benchmark.evaluation import executors
+from oodbench.benchmark.evaluation.jobs import JobResult, RunContext, plan
 
 
 @dataclass
@@ -45,6 +46,10 @@ class RunOptions:
     use_score_cache: bool = True
     batch_size: int = 512
     tuning: str = "default"
+    jobs: int | None = 1  # worker processes; None: the number of cores (``--jobs``)
+    executor: str = "auto"  # auto (serial for 1 job, else local) | serial | local | ray
+    address: str | None = None  # Ray cluster address (``--address``)
+    timeout: float | None = None  # seconds per score job (local and Ray executors)
 
 
 @dataclass
@@ -88,15 +93,15 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions 
     t_data = time.perf_counter() - t0
     for n, why in data.skipped:
         ctx.say(f"skipped test set {n}: {why}")
-    if o.tuning == "tuned":
-        from oodbench.benchmark.evaluation import tuning
-
-        ctx.ood_val = tuning.ood_val_set(suite_d, o.data_dir, ctx.session(int(seeds[0])).cache)
-        tuning.assert_disjoint(ctx.ood_val, [data.id_test] + [t.images for t in data.tests])
+    ctx.prepare_tuning()
 
     collected: list[JobResult] = []
-    SerialExecutor().run(plan(suite_d["name"], names, seeds), ctx, collected.append, o.progress)
+    executor = executors.make(o.executor, o.jobs, o.timeout, o.address)
+    executor.run(plan(suite_d["name"], names, seeds), ctx, collected.append, o.progress)
     rec = _record(ctx, collected, seeds, threads, t_data)
+    rec["executor"] = {"name": executor.name, "workers": getattr(executor, "workers", 1)}
+    rec["jobs"] = [{"key": jr.job.key, **{k: jr.record[k] for k in ("worker", "python", "seconds", "peak_rss_mb")
+                                           if k in jr.record}} for jr in collected]
     rec["wall_seconds"] = time.perf_counter() - t_start
     result = RunResult(results.to_frame([r for jr in collected for r in jr.rows]), rec, _curves(collected))
     if o.write:

@@ -1,0 +1,252 @@
+"""Executors: who runs the job grid of :mod:`.jobs`.
+
+* ``serial`` (:class:`~oodbench.benchmark.evaluation.jobs.SerialExecutor`) — one job after the other in
+  this process.
+* ``local`` (:class:`LocalExecutor`, ``--jobs N``) — N worker processes on this machine
+  (:mod:`.worker`), each with ``cores // N`` torch threads, sharing the on-disk cache (atomic writes
+  and per-entry locks: two workers never compute or write the same entry twice). Among the jobs whose
+  dependencies have finished, the longest expected one starts first (durations recorded by earlier
+  runs in ``<cache>/timings.json``). ``openood.*`` score jobs go to workers running in OpenOOD's own
+  environment when it is set up (``oodbench setup openood``).
+* ``ray`` (:mod:`.ray_executor`, ``--executor ray [--address ADDR]``) — the same jobs as Ray tasks.
+
+Every job seeds its own random generators from its key, so the order in which jobs run, and the
+process that runs them, do not change any number: the results table equals the serial run's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from oodbench.benchmark import config
+from oodbench.benchmark.evaluation import worker as workermod
+from oodbench.benchmark.evaluation.jobs import JobResult, SerialExecutor, failed_result
+
+TIMINGS = "timings.json"
+
+
+def default_jobs() -> int:
+    """The number of cores, lowered so that each worker has about 3 GiB of memory."""
+    cores = os.cpu_count() or 1
+    try:
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return cores
+    return max(1, min(cores, int(mem_gib // 3)))
+
+
+def make(name: str = "serial", jobs: int | None = None, timeout: float | None = None, address=None):
+    """The executor a run asked for (``--executor`` / ``--jobs``)."""
+    if name == "ray":
+        from oodbench.benchmark.evaluation.ray_executor import RayExecutor
+
+        return RayExecutor(address=address, timeout=timeout)
+    n = default_jobs() if jobs is None else int(jobs)
+    if name == "local" or (name == "auto" and n > 1):
+        return LocalExecutor(max(1, n), timeout=timeout)
+    return SerialExecutor()
+
+
+class Timings:
+    """Durations of earlier runs' jobs (``<cache>/timings.json``), keyed without the seed."""
+
+    def __init__(self, cache: Path):
+        self.path = Path(cache) / TIMINGS
+        try:
+            self.data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+
+    @staticmethod
+    def key(job) -> str:
+        return f"{job.kind}/{job.suite}/{job.detector}"
+
+    def expected(self, job) -> float:
+        return float(self.data.get(self.key(job), 1e9 if job.kind != "score" else 60.0))
+
+    def record(self, job, seconds: float) -> None:
+        self.data[self.key(job)] = round(float(seconds), 3)
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.data, indent=0, sort_keys=True))
+            os.replace(tmp, self.path)
+        except OSError:  # timings only order jobs; a read-only cache loses nothing
+            pass
+
+
+class Scheduler:
+    """Hands out jobs whose dependencies have finished, longest expected first."""
+
+    def __init__(self, jobs, timings: Timings):
+        self.pending = list(jobs)
+        self.done: set[str] = set()
+        self.failed: set[str] = set()
+        self.timings = timings
+
+    def ready(self):
+        """Jobs that can start now, longest expected first (still pending until :meth:`take`), and
+        jobs that can never run because a dependency failed (removed)."""
+        start, dead = [], []
+        for j in self.pending:
+            if any(a in self.failed for a in j.after):
+                dead.append(j)
+            elif all(a in self.done for a in j.after):
+                start.append(j)
+        for j in dead:
+            self.pending.remove(j)
+        return sorted(start, key=self.timings.expected, reverse=True), dead
+
+    def take(self, job) -> None:
+        self.pending.remove(job)
+
+    def finish(self, job, ok: bool) -> None:
+        (self.done if ok else self.failed).add(job.key)
+
+
+class _Worker:
+    """One worker process and the thread that waits for its replies."""
+
+    def __init__(self, python: str, sp: dict, replies: queue.Queue, wid: str):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.proc = subprocess.Popen([python, "-m", "oodbench.benchmark.evaluation.worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env)
+        self.wid, self.replies, self.job, self.started = wid, replies, None, 0.0
+        pickle.dump(sp, self.proc.stdin)
+        self.proc.stdin.flush()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg = pickle.load(self.proc.stdout)
+            except Exception:  # EOF: the worker died or was killed
+                self.replies.put((self, ("died", f"worker exited with code {self.proc.wait()}")))
+                return
+            self.replies.put((self, msg))
+
+    def send(self, job) -> None:
+        self.job, self.started = job, time.perf_counter()
+        pickle.dump(job, self.proc.stdin)
+        self.proc.stdin.flush()
+
+    def stop(self, kill: bool = False) -> None:
+        try:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except Exception:
+            self.proc.kill()
+
+
+class LocalExecutor:
+    """Runs the grid on ``workers`` processes of this machine (see the module docstring)."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 2, timeout: float | None = None, openood_python=None):
+        self.workers = max(1, int(workers))
+        self.timeout = timeout
+        self.openood_python = openood_python
+
+    def _python_for(self, job) -> str:
+        if job.detector.startswith("openood.") and self.openood_python:
+            return str(self.openood_python)
+        return sys.executable
+
+    def run(self, jobs, ctx, on_result, progress: bool = False) -> None:
+        from tqdm.auto import tqdm
+
+        if self.openood_python is None:
+            from oodbench.benchmark.tools import openood_env
+
+            self.openood_python = openood_env.find_python()
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        sp = workermod.spec(ctx, threads)
+        timings = Timings(config.cache_dir(ctx.options.cache_dir))
+        sched, replies = Scheduler(jobs, timings), queue.Queue()
+        idle: dict[str, list] = {}
+        busy: list[_Worker] = []
+        n_started = 0
+        bar = tqdm(total=len(jobs), desc=ctx.suite["name"], disable=not progress, leave=False, unit="job")
+
+        def deliver(res: JobResult, ok: bool) -> None:
+            sched.finish(res.job, ok)
+            on_result(res)
+            bar.update(1)
+            bar.set_postfix_str(", ".join(w.job.key.split("/", 1)[1] for w in busy if w.job)[:80])
+
+        try:
+            while sched.pending or busy:
+                start, dead = sched.ready()
+                for j in dead:
+                    deliver(failed_result(j, ctx, "a job it depends on failed"), False)
+                while start and len(busy) < self.workers:
+                    job = start.pop(0)
+                    sched.take(job)
+                    py = self._python_for(job)
+                    pool = idle.setdefault(py, [])
+                    if pool:
+                        w = pool.pop()
+                    else:
+                        n_started += 1
+                        w = _Worker(py, sp, replies, f"w{n_started}")
+                    w.send(job)
+                    busy.append(w)
+                if not busy:
+                    continue
+                try:
+                    w, msg = replies.get(timeout=1.0)
+                except queue.Empty:
+                    self._check_timeouts(busy, replies)
+                    continue
+                if w not in busy:
+                    continue
+                busy.remove(w)
+                job, secs = w.job, time.perf_counter() - w.started
+                w.job = None
+                if msg[0] == "ok":
+                    res = msg[1]
+                    res.record = {**res.record, "worker": w.wid, "python": self._python_for(job),
+                                  "seconds": round(msg[2], 3), "peak_rss_mb": round(msg[3], 1)}
+                    timings.record(job, msg[2])
+                    idle.setdefault(self._python_for(job), []).append(w)
+                    deliver(res, res.failure is None or job.kind == "score")
+                    continue
+                if msg[0] == "died":
+                    w.stop(kill=True)
+                    why = getattr(w, "why", None) or msg[1]
+                else:
+                    idle.setdefault(self._python_for(job), []).append(w)
+                    why = msg[1]
+                if job.kind != "score":
+                    raise RuntimeError(f"job {job.key} failed in worker {w.wid}: {why}")
+                deliver(failed_result(job, ctx, why.splitlines()[0], seconds=secs), True)
+        finally:
+            bar.close()
+            timings.save()
+            for w in busy:
+                w.stop(kill=True)
+            for pool in idle.values():
+                for w in pool:
+                    w.stop()
+
+    def _check_timeouts(self, busy, replies) -> None:
+        if not self.timeout:
+            return
+        now = time.perf_counter()
+        for w in busy:
+            if w.job is not None and w.job.kind == "score" and now - w.started > self.timeout \
+                    and not getattr(w, "why", None):
+                w.why = f"timeout after {self.timeout:g} s"
+                w.proc.kill()  # the reader thread reports it as died

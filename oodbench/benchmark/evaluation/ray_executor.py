@@ -1,0 +1,105 @@
+"""The Ray executor (``oodbench run SUITE --executor ray [--address ADDR]``).
+
+Runs the same jobs as :class:`~oodbench.benchmark.evaluation.executors.LocalExecutor`, as Ray tasks
+(one CPU each; a fractional GPU for jobs of a CUDA run), on a local Ray (started here with the
+machine's cores) or on an existing cluster (``ray start --head`` on one node, ``ray start
+--address HEAD:6379`` on the others, then ``--address HEAD:6379`` or ``auto``). Workers share the
+cache folder when the cluster has a shared file system (point ``--cache-dir`` / ``$OODBENCH_CACHE``
+at it); results come back through Ray's object store either way. Ray is an optional extra
+(``pip install 'oodbench[ray]'``) imported only here.
+"""
+from __future__ import annotations
+
+import time
+
+from oodbench.benchmark import config
+from oodbench.benchmark.evaluation import worker as workermod
+from oodbench.benchmark.evaluation.jobs import failed_result
+
+_CONTEXTS: dict = {}  # per Ray worker process: spec id -> RunContext
+
+
+def _run_remote(sp_id: str, sp: dict, job):
+    """Body of a Ray task: rebuild the run context once per worker process, run the job."""
+    import resource
+
+    from oodbench.benchmark.evaluation.jobs import run_job
+
+    if sp_id not in _CONTEXTS:
+        _CONTEXTS[sp_id] = workermod.context_from_spec(sp)
+    t0 = time.perf_counter()
+    res = run_job(job, _CONTEXTS[sp_id])
+    return res, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address=None, timeout: float | None = None, num_cpus: int | None = None):
+        try:
+            import ray  # noqa: F401
+        except ImportError as e:
+            raise RuntimeError("the Ray executor needs Ray: pip install 'oodbench[ray]'") from e
+        self.address, self.timeout, self.num_cpus = address, timeout, num_cpus
+        self.workers = None
+
+    def run(self, jobs, ctx, on_result, progress: bool = False) -> None:
+        import ray
+        from tqdm.auto import tqdm
+
+        from oodbench.benchmark.evaluation.executors import Scheduler, Timings
+
+        started_here = not ray.is_initialized()
+        if started_here:
+            kw = {"address": self.address} if self.address else {"num_cpus": self.num_cpus}
+            ray.init(log_to_driver=False, include_dashboard=False, **kw)
+        self.workers = int(ray.cluster_resources().get("CPU", 1))
+        gpu = 0.25 if str(ctx.options.device).startswith("cuda") else 0
+        task = ray.remote(num_cpus=1, num_gpus=gpu, max_retries=0)(_run_remote)
+        sp = workermod.spec(ctx, threads=1)
+        sp_ref, sp_id = ray.put(sp), f"{id(ctx)}-{time.time()}"
+        timings = Timings(config.cache_dir(ctx.options.cache_dir))
+        sched, running = Scheduler(jobs, timings), {}
+        bar = tqdm(total=len(jobs), desc=ctx.suite["name"], disable=not progress, leave=False, unit="job")
+        try:
+            while sched.pending or running:
+                start, dead = sched.ready()
+                for j in dead:
+                    sched.finish(j, False)
+                    on_result(failed_result(j, ctx, "a job it depends on failed"))
+                    bar.update(1)
+                for j in start[: max(0, self.workers - len(running))]:
+                    sched.take(j)
+                    running[task.remote(sp_id, sp_ref, j)] = (j, time.perf_counter())
+                if not running:
+                    continue
+                done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+                now = time.perf_counter()
+                for ref, (j, t0) in list(running.items()):
+                    if ref not in done and self.timeout and j.kind == "score" and now - t0 > self.timeout:
+                        ray.cancel(ref, force=True)
+                        del running[ref]
+                        sched.finish(j, True)
+                        on_result(failed_result(j, ctx, f"timeout after {self.timeout:g} s", seconds=now - t0))
+                        bar.update(1)
+                for ref in done:
+                    j, t0 = running.pop(ref)
+                    try:
+                        res, secs, rss = ray.get(ref)
+                    except Exception as e:
+                        if j.kind != "score":
+                            raise RuntimeError(f"job {j.key} failed on Ray: {e}") from e
+                        sched.finish(j, True)
+                        on_result(failed_result(j, ctx, f"{type(e).__name__}: {str(e).splitlines()[0]}"))
+                        bar.update(1)
+                        continue
+                    res.record = {**res.record, "worker": "ray", "seconds": round(secs, 3), "peak_rss_mb": round(rss, 1)}
+                    timings.record(j, secs)
+                    sched.finish(j, True)
+                    on_result(res)
+                    bar.update(1)
+        finally:
+            bar.close()
+            timings.save()
+            if started_here:
+                ray.shutdown()

@@ -1,0 +1,89 @@
+"""A worker process of the local executor: ``python -m oodbench.benchmark.evaluation.worker``.
+
+The parent writes pickled messages to the worker's stdin and reads pickled replies from a private
+copy of its stdout (the worker points file descriptor 1 at stderr, so a detector that prints cannot
+corrupt the channel):
+
+* first message: the run's *spec* (:func:`spec`): suite declaration, detector names, options, the
+  parent's ``sys.path``, where to import detectors registered at run time, the torch thread count;
+* then one :class:`~oodbench.benchmark.evaluation.jobs.Job` per message; the reply is
+  ``("ok", JobResult, seconds, peak_rss_mb)`` or ``("error", message)``.
+
+Pickle is used only on this pipe between the parent and the child it started (never for files), as
+:mod:`multiprocessing` does. The same protocol serves workers of another interpreter (OpenOOD's
+environment): only the executable differs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import resource
+import sys
+import time
+import traceback
+
+
+def spec(ctx, threads: int) -> dict:
+    """What a worker needs to rebuild the parent's :class:`RunContext`."""
+    from oodbench.adapters import registry
+
+    classes = {n: (registry.get(n).__module__, registry.get(n).__qualname__) for n in ctx.detectors}
+    return {"suite": ctx.suite, "detectors": list(ctx.detectors),
+            "options": {**dataclasses.asdict(ctx.options), "progress": False, "write": False},
+            "sys_path": list(sys.path), "classes": classes, "threads": int(threads)}
+
+
+def context_from_spec(sp: dict):
+    """The :class:`RunContext` of a worker (sessions are built lazily, as in the parent)."""
+    for p in reversed(sp["sys_path"]):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    from oodbench.adapters import registry
+    from oodbench.benchmark import config
+    from oodbench.benchmark.evaluation.jobs import RunContext
+    from oodbench.benchmark.evaluation.runner import RunOptions
+
+    known = set(registry.names())
+    for name, (mod, qual) in sp["classes"].items():
+        if name not in known:  # registered at run time in the parent (a test, a notebook)
+            registry.register(name)(registry.load_object(f"{mod}:{qual}"))
+    config.set_threads(sp["threads"])
+    ctx = RunContext(sp["suite"], sp["detectors"], RunOptions(**sp["options"]), say=_say)
+    ctx.prepare_tuning()
+    return ctx
+
+
+def _say(*a, **k):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    chan = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray prints of detectors go to stderr
+    inp = sys.stdin.buffer
+    try:
+        ctx = context_from_spec(pickle.load(inp))
+    except Exception:
+        pickle.dump(("error", traceback.format_exc()), chan)
+        chan.flush()
+        return 1
+    from oodbench.benchmark.evaluation.jobs import run_job
+
+    while True:
+        try:
+            job = pickle.load(inp)
+        except EOFError:
+            return 0
+        t0 = time.perf_counter()
+        try:
+            reply = ("ok", run_job(job, ctx), time.perf_counter() - t0,
+                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        except Exception as e:
+            reply = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}")
+        pickle.dump(reply, chan)
+        chan.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

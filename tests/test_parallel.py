@@ -1,0 +1,90 @@
+"""Parallel executors (issue 13): worker processes and Ray give the serial run's results table; a
+timed-out or killed worker leaves no corrupt cache entry and the rerun completes."""
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oodbench.adapters.base import Detector, DetectorInfo
+from oodbench.adapters.registry import _REGISTRY, register
+from oodbench.benchmark.evaluation import executors, runner
+
+DETS = ["pytorch_ood.msp", "pytorch_ood.energy", "pytorch_ood.mahalanobis", "pytorch_ood.knn"]
+COLS = ["seed", "detector", "test_set", "group", "metric", "value", "ci_low", "ci_high"]
+
+
+class Sleeper(Detector):
+    """Sleeps far longer than the test's timeout (module level: workers import it by name)."""
+
+    consumes = frozenset({"logits"})
+    info = DetectorInfo(library="test")
+
+    def score(self, rep):
+        time.sleep(600)
+        return np.zeros(len(rep))
+
+
+@pytest.fixture
+def sleeper():
+    register("test.sleeper")(Sleeper)
+    yield "test.sleeper"
+    _REGISTRY.pop("test.sleeper", None)
+
+
+def _table(res):
+    df = res.table
+    cols = [c for c in COLS if c in df.columns]
+    return df[df["status"] == "ok"][cols].sort_values(cols[:5]).reset_index(drop=True)
+
+
+def _run(data_dir, cache_dir, tmp_path, name, **kw):
+    kw = {"detectors": DETS, "use_score_cache": False, "seeds": [0, 1], **kw}
+    return runner.evaluate("mnist-smoke", data_dir=data_dir, cache_dir=cache_dir, out=tmp_path / name,
+                           threads=1, n_boot=20, progress=False, **kw)
+
+
+@pytest.mark.slow
+def test_local_and_ray_executors_give_the_serial_table(data_dir, cache_dir, tmp_path):
+    serial = _run(data_dir, cache_dir, tmp_path, "serial", executor="serial")
+    local = _run(data_dir, cache_dir, tmp_path, "local", executor="local", jobs=2)
+    assert local.record["executor"] == {"name": "local", "workers": 2}
+    assert {j.get("worker") for j in local.record["jobs"]} <= {"w1", "w2"}
+    pd.testing.assert_frame_equal(_table(serial), _table(local))
+    pytest.importorskip("ray")
+    ray = _run(data_dir, cache_dir, tmp_path, "ray", executor="ray")
+    pd.testing.assert_frame_equal(_table(serial), _table(ray))
+
+
+@pytest.mark.slow
+def test_a_hanging_job_is_killed_and_the_rest_is_written(data_dir, cache_dir, tmp_path, sleeper):
+    res = _run(data_dir, cache_dir, tmp_path, "timeout", executor="local", jobs=2, timeout=8, seeds=[0],
+               detectors=["pytorch_ood.msp", sleeper], use_score_cache=True)
+    df = res.table
+    failed = df[df["status"] == "failed"]
+    assert set(failed["detector"]) == {sleeper} and failed["error"].str.contains("timeout after 8 s").all()
+    assert (df["detector"] == "pytorch_ood.msp").any()
+    # the killed worker left the cache usable: a rerun (score cache on) completes and agrees
+    again = _run(data_dir, cache_dir, tmp_path, "again", executor="local", jobs=2, seeds=[0],
+                 detectors=["pytorch_ood.msp"], use_score_cache=True)
+    msp = lambda d: d[d["detector"] == "pytorch_ood.msp"].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(msp(_table(again)), msp(_table(res)))
+
+
+def test_scheduler_orders_ready_jobs_longest_first_and_drops_dependents_of_failures(tmp_path):
+    from oodbench.benchmark.evaluation.jobs import plan
+
+    t = executors.Timings(tmp_path)
+    t.data = {"score/s/a": 1.0, "score/s/b": 50.0, "score/s/c": 5.0}
+    sched = executors.Scheduler(plan("s", ["a", "b", "c"], [0, 1]), t)
+    start, dead = sched.ready()
+    assert [j.key for j in start] == ["train/s/seed0", "train/s/seed1"] and not dead
+    for j in start:
+        sched.take(j)
+        sched.finish(j, True)
+    start, _ = sched.ready()
+    sched.take(start[0]), sched.finish(start[0], True)  # extract seed0
+    sched.take(start[1]), sched.finish(start[1], False)  # extract seed1 failed
+    start, dead = sched.ready()
+    assert [j.detector for j in start] == ["b", "c", "a"]
+    assert sorted(j.key for j in dead) == [f"score/s/seed1/{d}" for d in "abc"]
