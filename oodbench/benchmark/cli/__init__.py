@@ -7,6 +7,7 @@
     oodbench check my_module:MyDetector      # the detector contract test
     oodbench ease                            # ease-of-use and code-quality measurements
     oodbench download mnist --data-dir DIR   # needs the network
+    oodbench setup openood --source URL      # OpenOOD's own environment (its detectors then run in it)
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import argparse
 import os
 import sys
 
-from oodbench.benchmark.cli import check, download, ease, listing, report, run
+from oodbench.benchmark.cli import check, download, ease, listing, report, run, setup
 
-COMMANDS = (run, listing, download, report, check, ease)
+COMMANDS = (run, listing, download, report, check, ease, setup)
 
 
 def build_parser() -> argparse.ArgumentParser:

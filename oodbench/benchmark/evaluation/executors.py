@@ -116,7 +116,7 @@ class _Worker:
     """One worker process and the thread that waits for its replies."""
 
     def __init__(self, python: str, sp: dict, replies: queue.Queue, wid: str):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sp["sys_path"]))
         self.proc = subprocess.Popen([python, "-m", "oodbench.benchmark.evaluation.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env)
         self.wid, self.replies, self.job, self.started = wid, replies, None, 0.0

@@ -63,16 +63,30 @@ class RunResult:
 
 
 def default_detectors(device: str = "cpu") -> list[str]:
-    """Every registered detector whose library is installed and that can run on ``device``; expensive
-    ones are included (they score a seeded subsample on CPU where they say so)."""
-    out = []
-    for n in registry.names():
-        info = registry.get(n).info
-        if info.extra.get("available") is False:
-            continue
-        if str(device).startswith("cuda") or info.cpu_ok:
-            out.append(n)
-    return out
+    """Every registered detector whose library is installed (here, or OpenOOD's in its own environment,
+    see ``oodbench setup openood``) and that can run on ``device``; expensive ones are included (they
+    score a seeded subsample on CPU where they say so)."""
+    return [n for n in registry.names() if not skip_reason(n, device)]
+
+
+def skip_reason(name: str, device: str = "cpu") -> str:
+    """Why ``name`` is left out of a default run ("" when it runs)."""
+    info = registry.get(name).info
+    if info.extra.get("available") is False and not (name.startswith("openood.") and _openood_python()):
+        if name.startswith("openood."):
+            from oodbench.benchmark.tools import openood_env
+
+            return f"OpenOOD is not installed here nor set up in its own environment: {openood_env.setup_command()}"
+        return "its library is not installed"
+    if not (str(device).startswith("cuda") or info.cpu_ok):
+        return "needs a GPU"
+    return ""
+
+
+def _openood_python():
+    from oodbench.benchmark.tools import openood_env
+
+    return openood_env.find_python()
 
 
 def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions | None = None, **kw) -> RunResult:
@@ -87,6 +101,7 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions 
     threads = config.set_threads(o.threads)
     suite_d = suites.get(suite) if isinstance(suite, str) else suite
     names = registry.resolve(detectors) if detectors else default_detectors(o.device)
+    skipped = {n: skip_reason(n, o.device) for n in registry.names() if not detectors and skip_reason(n, o.device)}
     ctx = RunContext(suite_d, names, o, say=tqdm.write if o.progress else (lambda *a, **k: None))
     t0 = time.perf_counter()
     data = ctx.session(int(seeds[0])).data
@@ -96,9 +111,15 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions 
     ctx.prepare_tuning()
 
     collected: list[JobResult] = []
-    executor = executors.make(o.executor, o.jobs, o.timeout, o.address)
+    for n, why in skipped.items():
+        ctx.say(f"skipped detector {n}: {why}")
+    in_env = [n for n in names if n.startswith("openood.") and registry.get(n).info.extra.get("available") is False]
+    executor = executors.make("local" if in_env and o.executor in ("auto", "serial") else o.executor,
+                              max(1, o.jobs or 1) if in_env and o.executor == "serial" else o.jobs, o.timeout,
+                              o.address)
     executor.run(plan(suite_d["name"], names, seeds), ctx, collected.append, o.progress)
     rec = _record(ctx, collected, seeds, threads, t_data)
+    rec["skipped_detectors"] = [{"detector": n, "reason": r} for n, r in skipped.items()]
     rec["executor"] = {"name": executor.name, "workers": getattr(executor, "workers", 1)}
     rec["jobs"] = [{"key": jr.job.key, **{k: jr.record[k] for k in ("worker", "python", "seconds", "peak_rss_mb")
                                            if k in jr.record}} for jr in collected]

@@ -24,6 +24,24 @@ import time
 import traceback
 
 
+def user_paths() -> list[str]:
+    """The repository root and this process's own import paths (tests, notebooks), without any
+    interpreter's standard library or site-packages: a worker of another environment (OpenOOD's, with
+    numpy < 2) must import its own packages, not ours."""
+    import oodbench
+
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    out = [os.path.dirname(os.path.dirname(os.path.abspath(oodbench.__file__)))]
+    for p in sys.path:
+        rp = os.path.realpath(p or os.getcwd())
+        if "site-packages" in rp or "dist-packages" in rp or any(rp.startswith(x + os.sep) or rp == x
+                                                                    for x in prefixes):
+            continue
+        if rp not in out and os.path.isdir(rp):
+            out.append(rp)
+    return out
+
+
 def spec(ctx, threads: int) -> dict:
     """What a worker needs to rebuild the parent's :class:`RunContext`."""
     from oodbench.adapters import registry
@@ -31,7 +49,7 @@ def spec(ctx, threads: int) -> dict:
     classes = {n: (registry.get(n).__module__, registry.get(n).__qualname__) for n in ctx.detectors}
     return {"suite": ctx.suite, "detectors": list(ctx.detectors),
             "options": {**dataclasses.asdict(ctx.options), "progress": False, "write": False},
-            "sys_path": list(sys.path), "classes": classes, "threads": int(threads)}
+            "sys_path": user_paths(), "classes": classes, "threads": int(threads)}
 
 
 def context_from_spec(sp: dict):

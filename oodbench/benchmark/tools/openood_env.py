@@ -40,8 +40,8 @@ RECORD = "oodbench-env.json"
 LOG = "oodbench-setup.log"
 VALIDATED_COMMIT = "3c35632ee91b54b09d1f085d04f94744cece7d0b"  # the commit docs/openood.md measured
 DEFAULT_SOURCE = "https://github.com/Jingkang50/OpenOOD"
-# the command a user types; the CLI sets this to "oodbench setup openood" when it wires the subcommand
-CLI = "python -m oodbench.benchmark.tools.openood_env"
+# the command a user types (`python -m oodbench.benchmark.tools.openood_env` does the same)
+CLI = "oodbench setup openood"
 
 # install steps: (name, packages taken with their pins from REQUIREMENTS, extra pip options)
 STEPS = [
