@@ -112,3 +112,53 @@ def test_guard():
     assert g["refusal"][1:3] == pytest.approx(failure.wilson(3, 6))
     assert set(failure.guard(p, 0.01)) == {"refusal"}
     assert math.isnan(failure.guard(p, 1.0, wrong)["accepted_accuracy"][0])  # everything refused
+
+
+def test_mnist_smoke_rows_curves_and_report(data_dir, cache_dir, tmp_path):
+    """msp (no p-values) and stattest (p-values) on mnist-smoke: failure-detection and full-spectrum rows
+    for both, guard rows for stattest only, risk–coverage curves, and the report's sections."""
+    from oodbench.benchmark.evaluation import runner
+    from oodbench.benchmark.reporting import write_reports
+
+    out = tmp_path / "mnist-smoke"
+    res = runner.evaluate("mnist-smoke", detectors=["pytorch_ood.msp", "stattest"], data_dir=data_dir,
+                          cache_dir=cache_dir, out=out, threads=1, n_boot=0, progress=False)
+    df = res.table
+    groups = {t["name"]: t["group"] for t in res.record["test_sets"]}
+    cov = [t for t, g in groups.items() if g == "covariate"]
+    ood = [t for t, g in groups.items() if g in ("near", "far")]
+    assert cov and ood
+    for det in ("pytorch_ood.msp", "stattest"):
+        d = df[(df.detector == det) & (df.status == "ok")]
+        have = set(zip(d.test_set, d.metric))
+        for ts in ["id"] + cov + ["covariate-mean"]:
+            for m in ("fd_auroc", "aurc", "eaurc", "risk@80", "risk@90", "risk@95"):
+                assert (ts, m) in have, (det, ts, m)
+        for ts in ood + ["near-mean", "far-mean"]:
+            assert {(ts, "fs_auroc"), (ts, "fs_fpr95")} <= have
+        assert ((d.metric == "auroc") & (d.test_set.isin(cov))).any()  # the covariate "OOD positive" rows stay
+        fd = d[(d.metric == "aurc")]
+        assert fd.value.between(0, 1).all()
+        eaurc = d[d.metric == "eaurc"].value
+        assert (eaurc >= -1e-12).all()
+    msp, st = df[df.detector == "pytorch_ood.msp"], df[df.detector == "stattest"]
+    assert not msp.metric.str.startswith("refusal").any()
+    for a in ("0.01", "0.05", "0.10"):
+        g = st[st.metric == f"refusal@{a}"].set_index("test_set")["value"]
+        assert set(["id"] + cov + ood) <= set(g.index)
+        fa = st[(st.metric == f"false_alarm@{a}")].value.iloc[0]
+        assert g["id"] == pytest.approx(fa)  # the ID refusal rate is the false-alarm rate
+        for ts in ["id"] + cov:
+            for m in ("refusal_right", "refusal_wrong", "accepted_accuracy", "unguarded_accuracy", "accuracy_gain"):
+                assert ((st.test_set == ts) & (st.metric == f"{m}@{a}")).any(), (ts, m, a)
+        acc = st[(st.test_set == "id") & (st.metric == f"accepted_accuracy@{a}")].iloc[0]
+        assert acc.ci_low <= acc.value <= acc.ci_high
+    # the unguarded accuracy on ID is the classifier's accuracy row
+    clf = df[(df.detector == "classifier") & (df.test_set == "id")].value.iloc[0]
+    assert st[(st.test_set == "id") & (st.metric == "unguarded_accuracy@0.05")].value.iloc[0] == pytest.approx(clf)
+    rc = res.curves["0"]["stattest"]["risk_coverage"]
+    assert set(rc) == set(["id"] + cov) and len(rc["id"]["risk"]) == 100
+    paths = write_reports(tmp_path, suites=["mnist-smoke"], comparison=False)
+    md = (out / "report.md").read_text()
+    assert "## Failure detection" in md and "## The guard" in md and "Full spectrum" in md
+    assert {p.name for p in paths} >= {"risk_coverage.png", "guard.png"}
