@@ -149,16 +149,60 @@ def test_mnist_smoke_rows_curves_and_report(data_dir, cache_dir, tmp_path):
         fa = st[(st.metric == f"false_alarm@{a}")].value.iloc[0]
         assert g["id"] == pytest.approx(fa)  # the ID refusal rate is the false-alarm rate
         for ts in ["id"] + cov:
-            for m in ("refusal_right", "refusal_wrong", "accepted_accuracy", "unguarded_accuracy", "accuracy_gain"):
+            for m in ("refusal_right", "refusal_wrong", "accepted_accuracy", "accuracy_gain"):
                 assert ((st.test_set == ts) & (st.metric == f"{m}@{a}")).any(), (ts, m, a)
         acc = st[(st.test_set == "id") & (st.metric == f"accepted_accuracy@{a}")].iloc[0]
         assert acc.ci_low <= acc.value <= acc.ci_high
     # the unguarded accuracy on ID is the classifier's accuracy row
     clf = df[(df.detector == "classifier") & (df.test_set == "id")].value.iloc[0]
-    assert st[(st.test_set == "id") & (st.metric == "unguarded_accuracy@0.05")].value.iloc[0] == pytest.approx(clf)
+    assert st[(st.test_set == "id") & (st.metric == "unguarded_accuracy")].value.iloc[0] == pytest.approx(clf)
     rc = res.curves["0"]["stattest"]["risk_coverage"]
     assert set(rc) == set(["id"] + cov) and len(rc["id"]["risk"]) == 100
     paths = write_reports(tmp_path, suites=["mnist-smoke"], comparison=False)
     md = (out / "report.md").read_text()
     assert "## Failure detection" in md and "## The guard" in md and "Full spectrum" in md
     assert {p.name for p in paths} >= {"risk_coverage.png", "guard.png"}
+
+
+def test_subsampled_detector_rows_use_the_scored_samples(data_dir, cache_dir, tmp_path):
+    """A detector scoring a seeded subsample: its failure and guard rows count those samples, and the
+    wrong-prediction mask follows the same subsample (accuracy recomputed here from the full set)."""
+    from oodbench.adapters.base import Detector, DetectorInfo
+    from oodbench.adapters.registry import _REGISTRY, register
+    from oodbench.benchmark.evaluation import runner
+    from oodbench.benchmark.evaluation.scoring import subsample_index
+    from oodbench.benchmark.evaluation.session import Session
+
+    class Sub(Detector):
+        consumes = frozenset({"logits"})
+        info = DetectorInfo(library="test", expensive=True)
+
+        def subsample_size(self, device):
+            return 40
+
+        def fit(self, fit, cal=None):
+            self.cal_ = np.sort(-cal.logits.max(1).astype(np.float64))
+            return self
+
+        def score(self, rep):
+            return -rep.logits.max(1).astype(np.float64)
+
+        def p_value(self, rep):
+            s = self.score(rep)
+            return (1 + len(self.cal_) - np.searchsorted(self.cal_, s, side="left")) / (len(self.cal_) + 1)
+
+    register("test.subsampled_p")(Sub)
+    try:
+        res = runner.evaluate("mnist-smoke", detectors=["test.subsampled_p"], data_dir=data_dir, cache_dir=cache_dir,
+                              out=tmp_path, threads=1, n_boot=0, progress=False, use_score_cache=False)
+    finally:
+        _REGISTRY.pop("test.subsampled_p", None)
+    df = res.table
+    s = Session("mnist-smoke", 0, "cpu", cache_dir, data_dir)
+    d = s.data.id_test
+    idx = subsample_index(len(d), 40, 0)
+    acc = float((s.representation(d, "id").preds[idx] == d.y[idx]).mean())
+    row = df[(df.test_set == "id") & (df.metric == "unguarded_accuracy")].iloc[0]
+    assert row.n_id == 40 and row.value == pytest.approx(acc)
+    assert (df[(df.metric == "aurc") & ~df.test_set.str.endswith("-mean")].n_id == 40).all()
+    assert (df[(df.metric == "refusal@0.05") & ~df.test_set.str.endswith("-mean")].n_id == 40).all()

@@ -90,7 +90,7 @@ def deployment_rows(base: dict, lib: str, name: str, session, scored, n_boot: in
     """Rows of failure detection (``fd_auroc``, ``aurc``, ``eaurc``, ``risk@80/90/95``) on the ID test set
     and every labelled covariate set, full-spectrum ``fs_auroc`` / ``fs_fpr95`` on every near / far set,
     and, with p-values, the guard (``refusal@a`` everywhere; ``refusal_right@a``, ``refusal_wrong@a``,
-    ``accepted_accuracy@a``, ``unguarded_accuracy@a``, ``accuracy_gain@a`` on labelled sets), with
+    ``accepted_accuracy@a``, ``accuracy_gain@a`` and ``unguarded_accuracy`` on labelled sets), with
     group means; and ``{"risk_coverage": {set: curve}}`` for ``curves.json``."""
     tests, scores, pv = session.data.tests, scored.scores, scored.pvalues
     group = {"id": "id", **{t.name: t.group for t in tests}}
@@ -125,7 +125,10 @@ def deployment_rows(base: dict, lib: str, name: str, session, scored, n_boot: in
                 continue
             for a in ALPHAS:
                 for m, (v, lo, hi, n) in failure.guard(pv[key], a, wrong.get(key)).items():
-                    add(key, f"{m}@{a:.2f}", v, lo, hi, n)
+                    if m != "unguarded_accuracy":
+                        add(key, f"{m}@{a:.2f}", v, lo, hi, n)
+                    elif a == ALPHAS[0]:  # the same at every alpha
+                        add(key, m, v, lo, hi, n)
     for (grp, m), vals in per_group.items():
         rows.append({**base, "library": lib, "detector": name, "test_set": f"{grp}-mean", "group": grp,
                      "metric": m, "value": metrics.aggregate(vals), "status": "ok"})

@@ -123,8 +123,8 @@ def _guard_section(doc, res, cells, dets) -> None:
             rows.append([d, a, pct(g("id", "refusal")), pct(g("id", "refusal_right")), pct(g("id", "refusal_wrong")),
                          pct(g("covariate-mean", "refusal_right")), pct(g("covariate-mean", "refusal_wrong")),
                          pct(g("near-mean", "refusal")), pct(g("far-mean", "refusal")), acc,
-                         pct(g("id", "unguarded_accuracy")), pct(g("covariate-mean", "accepted_accuracy")),
-                         pct(g("covariate-mean", "unguarded_accuracy"))])
+                         pct(_get(cells, d, "id", "unguarded_accuracy")), pct(g("covariate-mean", "accepted_accuracy")),
+                         pct(_get(cells, d, "covariate-mean", "unguarded_accuracy"))])
     doc.table(headers, rows)
     doc.image("guard.png", fig_guard(cells, dets), "The guard: refusal rate against α per detector (mean over seeds)")
 
