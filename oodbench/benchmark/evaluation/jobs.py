@@ -182,6 +182,8 @@ def _score_job(job: Job, ctx: RunContext, s: Session, res: JobResult) -> None:
     res.curves = {name: rowsmod.curves(s.data.tests, out.scores)}
     res.rows = rowsmod.detector_rows(ctx.base(seed), lib, name, s.data.tests, out.scores, out.pvalues, o.n_boot,
                                      seed)
+    dep_rows, dep_curves = rowsmod.deployment_rows(ctx.base(seed), lib, name, s, out, o.n_boot, seed)
+    res.rows, res.curves[name] = res.rows + dep_rows, {**res.curves[name], **dep_curves}
 
 
 class SerialExecutor:

@@ -1,12 +1,14 @@
 """Results rows from scores: the classifier's accuracy, every metric of every (detector, test set)
 with its bootstrap interval, the group means (near / far / covariate) and the false-alarm rates of
 detectors that give p-values. Also the compact curves (ROC on a fixed grid, score histograms) the
-reports draw."""
+reports draw. :func:`deployment_rows` adds failure detection, the full-spectrum metrics and the guard
+(:mod:`.failure`) and the risk–coverage curves."""
 from __future__ import annotations
 
 import numpy as np
 
-from oodbench.benchmark.evaluation import metrics
+from oodbench.benchmark.evaluation import failure, metrics
+from oodbench.benchmark.evaluation.scoring import subsample_index
 
 ALPHAS = (0.01, 0.05, 0.10)
 
@@ -59,3 +61,74 @@ def curves(tests, scores: dict) -> dict:
     sid = scores["id"]
     return {"roc": {t.name: metrics.roc_points(sid, scores[t.name]) for t in tests},
             "hist": metrics.histograms({"id": sid, **{t.name: scores[t.name] for t in tests}})}
+
+
+def _outcomes(session, scored) -> dict:
+    """``{set key: wrong-prediction mask}`` on the samples the detector scored (its seeded subsample
+    when it has one), for the ID test set and every labelled covariate set."""
+    d, n_max = session.data, scored.meta.get("subsample")
+    sets = [("id", d.id_test)] + [(t.name, t.images) for t in d.tests if t.group == "covariate"]
+    out = {}
+    for key, images in sets:
+        if key not in scored.scores or (np.asarray(images.y) < 0).any():
+            continue
+        wrong = failure.wrong_predictions(session.representation(images, key).preds, images.y)
+        idx = subsample_index(len(images), n_max, session.seed)
+        wrong = wrong if idx is None else wrong[idx]
+        if len(wrong) != len(scored.scores[key]):
+            raise ValueError(f"{key}: {len(scored.scores[key])} scores for {len(wrong)} predictions")
+        out[key] = wrong
+    return out
+
+
+def _row(base, lib, name, test_set, group, metric, value, lo=np.nan, hi=np.nan, n_id=None, n_ood=None) -> dict:
+    return {**base, "library": lib, "detector": name, "test_set": test_set, "group": group, "metric": metric,
+            "value": float(value), "ci_low": lo, "ci_high": hi, "n_id": n_id, "n_ood": n_ood, "status": "ok"}
+
+
+def deployment_rows(base: dict, lib: str, name: str, session, scored, n_boot: int, seed: int):
+    """Rows of failure detection (``fd_auroc``, ``aurc``, ``eaurc``, ``risk@80/90/95``) on the ID test set
+    and every labelled covariate set, full-spectrum ``fs_auroc`` / ``fs_fpr95`` on every near / far set,
+    and, with p-values, the guard (``refusal@a`` everywhere; ``refusal_right@a``, ``refusal_wrong@a``,
+    ``accepted_accuracy@a``, ``accuracy_gain@a`` and ``unguarded_accuracy`` on labelled sets), with
+    group means; and ``{"risk_coverage": {set: curve}}`` for ``curves.json``."""
+    tests, scores, pv = session.data.tests, scored.scores, scored.pvalues
+    group = {"id": "id", **{t.name: t.group for t in tests}}
+    wrong = _outcomes(session, scored)
+    rows, per_group = [], {}
+
+    def add(key, metric, value, lo=np.nan, hi=np.nan, n_id=None, n_ood=None):
+        rows.append(_row(base, lib, name, key, group[key], metric, value, lo, hi, n_id, n_ood))
+        if group[key] != "id":
+            per_group.setdefault((group[key], metric), []).append(value)
+
+    for key, w in wrong.items():
+        s = scores[key]
+        ci = {}
+        if n_boot and w.any() and not w.all():
+            ci = metrics.bootstrap(s[~w], s[w], n_boot=n_boot, seed=seed, metrics=("auroc",))
+        for m, v in failure.failure_metrics(s, w).items():
+            lo, hi = ci.get("auroc", (np.nan, np.nan)) if m == "fd_auroc" else (np.nan, np.nan)
+            add(key, m, v, lo, hi, len(w), int(w.sum()))
+    cov = [scores[t.name] for t in tests if t.group == "covariate"]
+    ident = np.concatenate([scores["id"]] + cov)
+    for t in tests:
+        if t.group == "covariate":
+            continue
+        for m, v in failure.full_spectrum(scores["id"], cov, scores[t.name]).items():  # no CI: ~1 s per set
+            add(t.name, m, v, n_id=len(ident), n_ood=len(scores[t.name]))
+    if pv is not None:
+        for key in ["id"] + [t.name for t in tests]:
+            if key not in pv:
+                continue
+            for a in ALPHAS:
+                for m, (v, lo, hi, n) in failure.guard(pv[key], a, wrong.get(key)).items():
+                    if m != "unguarded_accuracy":
+                        add(key, f"{m}@{a:.2f}", v, lo, hi, n)
+                    elif a == ALPHAS[0]:  # the same at every alpha
+                        add(key, m, v, lo, hi, n)
+    for (grp, m), vals in per_group.items():
+        rows.append({**base, "library": lib, "detector": name, "test_set": f"{grp}-mean", "group": grp,
+                     "metric": m, "value": metrics.aggregate(vals), "status": "ok"})
+    rc = {key: failure.risk_coverage_points(scores[key], w) for key, w in wrong.items()}
+    return rows, {"risk_coverage": rc}

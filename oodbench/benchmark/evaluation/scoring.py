@@ -1,6 +1,7 @@
 """One detector on one session: fit on the ID ``fit`` (and ``cal``) split, score the ID test set and
-every OOD test set, and the p-values of the ID test set when the detector gives p-values; with the
-score cache in front (:mod:`.scorecache`).
+every OOD test set, and the p-values of every scored set when the detector gives p-values (the ID
+test set's give the false-alarm rates, the others the guard's refusals); with the score cache in front
+(:mod:`.scorecache`; an entry from before every set had p-values is recomputed).
 
 A detector too expensive to score every sample may define ``subsample_size(device) -> int | None``:
 the ID test set and each OOD set are then scored on a seeded subsample of that size (recorded in the
@@ -22,7 +23,7 @@ from oodbench.benchmark.evaluation import scorecache
 @dataclass
 class Scored:
     """What one detector produced on one session: scores per test set (``"id"`` and each OOD set's
-    name), ID p-values (or None), and the job's record (timings, memory, parameters, ``cached``)."""
+    name), p-values on the same keys (or None), and the job's record (timings, memory, parameters, ``cached``)."""
 
     detector: object
     scores: dict
@@ -30,12 +31,39 @@ class Scored:
     meta: dict = field(default_factory=dict)
 
 
+def subsample_index(n: int, n_max: int | None, seed: int) -> np.ndarray | None:
+    """Indices (sorted) of the seeded subsample of at most ``n_max`` of ``n`` items; None = all of them."""
+    if not n_max or n <= n_max:
+        return None
+    return np.sort(np.random.default_rng([seed, n, n_max]).choice(n, n_max, replace=False))
+
+
 def subsample(images, n_max: int | None, seed: int):
     """A seeded subsample (without replacement, in original order) of at most ``n_max`` images."""
-    if not n_max or len(images) <= n_max:
-        return images
-    idx = np.sort(np.random.default_rng([seed, len(images), n_max]).choice(len(images), n_max, replace=False))
-    return images.subset(idx, images.name)
+    idx = subsample_index(len(images), n_max, seed)
+    return images if idx is None else images.subset(idx, images.name)
+
+
+class _served_scores:
+    """While active, ``det.score(rep)`` returns the scores already computed for ``rep``'s images
+    (keyed by checksum) instead of computing them again: a detector whose ``p_value`` calls its own
+    ``score`` then costs nothing more on the sets it has scored."""
+
+    def __init__(self, det, known: dict):
+        self.det, self.known = det, known
+
+    def __enter__(self):
+        inner = self.det.score
+
+        def score(rep):
+            hit = self.known.get(rep.images.checksum)
+            return hit.copy() if hit is not None and len(hit) == len(rep) else inner(rep)
+
+        self.det.score = score
+        return self
+
+    def __exit__(self, *exc):
+        self.det.__dict__.pop("score", None)
 
 
 def fit_and_score(session, name: str, params: dict | None = None) -> Scored:
@@ -58,10 +86,11 @@ def fit_and_score(session, name: str, params: dict | None = None) -> Scored:
         scores[key] = check_scores(det.score(rep), len(images), name)
         n_scored += len(images)
     t_score = time.perf_counter() - t0
-    if hasattr(det, "p_value"):
-        id_set = sets[0][1]
-        pvals["id"] = check_scores(det.p_value(session.representation(id_set, "id")), len(id_set),
-                                   name + " p_value")
+    if hasattr(det, "p_value"):  # every set's p-values (the guard's refusals), ID test first
+        with _served_scores(det, {images.checksum: scores[key] for key, images in sets}):
+            for key, images in sets:
+                pvals[key] = check_scores(det.p_value(session.representation(images, key)), len(images),
+                                          name + " p_value")
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     meta = {"fit_seconds": t_fit, "score_seconds": t_score, "samples_scored": n_scored, "subsample": n_max,
@@ -78,6 +107,9 @@ def score_cached(session, name: str, params: dict | None = None, use_cache: bool
         hit = scorecache.load(path, warn)
         if hit is not None:
             scores, pvals, meta = hit
+            if pvals is not None and set(pvals) < set(scores):  # from before every set had p-values
+                hit = None
+        if hit is not None:
             return Scored(registry.create(name, **(params or {})), scores, pvals, {**meta, "cached": True})
     res = fit_and_score(session, name, params)
     if path is not None:

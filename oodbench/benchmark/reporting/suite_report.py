@@ -41,6 +41,7 @@ def suite_report(res: SuiteResults, ease: dict | None = None) -> Doc:
     doc.image("roc_sets.png", fig_roc(res, dets_ok, per_test_set=True), "ROC curves per test set (mean over seeds)")
     doc.image("score_histograms.png", fig_hist(res, dets_ok), "Score histograms: ID test versus OOD groups")
     doc.image("speed_vs_auroc.png", fig_speed(lb), "Speed versus near-OOD AUROC")
+    __import__("oodbench.benchmark.reporting.deployment", fromlist=["_"]).sections(doc, res, dets_ok)  # deployment
     costs = detector_costs(res.record)
     _cost_section(doc, res.record, costs)
     _metadata_section(doc, costs)

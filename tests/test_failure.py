@@ -1,0 +1,208 @@
+"""Failure detection, full-spectrum metrics and the guard (oodbench.benchmark.evaluation.failure):
+known answers, then one mnist-smoke run showing the rows in results.csv and the report section."""
+import math
+
+import numpy as np
+import pytest
+
+from oodbench.benchmark.evaluation import failure, metrics
+
+
+@pytest.fixture
+def outcome():
+    rng = np.random.default_rng(0)
+    wrong = rng.permutation(np.arange(2000) < 150)  # 7.5 % wrong
+    return rng, wrong
+
+
+def test_perfect_scores(outcome):
+    rng, wrong = outcome
+    s = wrong + 0.01 * rng.random(wrong.size)  # every wrong prediction above every right one
+    m = failure.failure_metrics(s, wrong)
+    assert m["fd_auroc"] == 1.0
+    assert m["aurc"] == pytest.approx(failure.oracle_aurc(wrong))
+    assert m["eaurc"] == pytest.approx(0.0, abs=1e-12)
+    n_right = int((~wrong).sum())
+    assert n_right > 0.9 * wrong.size and m["risk@90"] == 0.0  # 90 % coverage: only right predictions
+    assert m["risk@95"] == pytest.approx(50 / 1900)
+
+
+def test_inverted_scores(outcome):
+    rng, wrong = outcome
+    m = failure.failure_metrics(-(wrong + 0.01 * rng.random(wrong.size)), wrong)
+    assert m["fd_auroc"] == 0.0
+    assert m["risk@80"] == pytest.approx(wrong.sum() / math.ceil(0.8 * wrong.size))
+    n, e = wrong.size, int(wrong.sum())  # wrong first: risk min(k, e) / k
+    worst = (e + e * sum(1 / k for k in range(e + 1, n + 1))) / n
+    assert m["aurc"] == pytest.approx(worst) and m["eaurc"] == pytest.approx(worst - failure.oracle_aurc(wrong))
+
+
+def test_random_and_constant_scores(outcome):
+    rng, wrong = outcome
+    r = wrong.mean()
+    m = failure.failure_metrics(rng.random(wrong.size), wrong)
+    assert abs(m["fd_auroc"] - 0.5) < 0.05 and abs(m["aurc"] - r) < 0.03
+    c = failure.failure_metrics(np.zeros(wrong.size), wrong)  # all tied: the error rate everywhere
+    assert c["fd_auroc"] == 0.5
+    assert c["aurc"] == pytest.approx(r) and c["risk@90"] == pytest.approx(r)
+    np.testing.assert_allclose(failure.selective_risks(np.zeros(wrong.size), wrong), r)
+
+
+def test_oracle_aurc_known_values():
+    assert failure.oracle_aurc([0, 0, 0, 1]) == pytest.approx((0 + 0 + 0 + 1 / 4) / 4)
+    assert failure.oracle_aurc([0, 0, 0, 0]) == 0.0
+    assert failure.oracle_aurc([1, 1]) == 1.0
+    w = np.zeros(100000, bool)
+    w[:10000] = True
+    r = 0.1  # r + (1 - r) ln(1 - r) for large n
+    assert failure.oracle_aurc(w) == pytest.approx(r + (1 - r) * math.log(1 - r), abs=1e-4)
+
+
+def test_risks_by_hand_with_ties():
+    s = np.array([0.1, 0.2, 0.2, 0.9])
+    w = np.array([False, True, False, True])
+    # k=1: 0; k=2,3: one error in the tie run of two -> 0.5/2, 1/3; k=4: 2/4
+    np.testing.assert_allclose(failure.selective_risks(s, w), [0, 0.25, 1 / 3, 0.5])
+    assert failure.aurc(s, w) == pytest.approx((0 + 0.25 + 1 / 3 + 0.5) / 4)
+    assert failure.selective_risk(s, w, 0.5) == pytest.approx(0.25)
+    assert failure.fd_auroc(s, w) == pytest.approx(metrics.auroc([0.1, 0.2], [0.2, 0.9]))
+    assert failure.fd_auroc(s, np.zeros(4, bool)) != failure.fd_auroc(s, np.zeros(4, bool))  # NaN
+    pts = failure.risk_coverage_points(s, w, grid=4)
+    assert pts == {"coverage": [0.25, 0.5, 0.75, 1.0], "risk": [0.0, 0.25, 0.33333, 0.5]}
+    with pytest.raises(ValueError, match="differ in length"):
+        failure.aurc(s, w[:3])
+    with pytest.raises(ValueError, match="NaN"):
+        failure.aurc([np.nan, 1.0], [True, False])
+    with pytest.raises(ValueError, match="coverage"):
+        failure.selective_risk(s, w, 0)
+
+
+def test_wrong_predictions():
+    np.testing.assert_array_equal(failure.wrong_predictions([1, 2, 3], [1, 0, 3]), [False, True, False])
+    with pytest.raises(ValueError, match="unlabelled"):
+        failure.wrong_predictions([1, 2], [1, -1])
+
+
+def test_wilson_interval():
+    lo, hi = failure.wilson(81, 263)  # Wilson (1927) / Newcombe (1998) example: 0.2553 - 0.3662
+    assert lo == pytest.approx(0.2553, abs=1e-4) and hi == pytest.approx(0.3662, abs=1e-4)
+    assert failure.wilson(0, 10)[0] == 0.0 and failure.wilson(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
+    assert failure.wilson(10, 10)[1] == pytest.approx(1.0)
+    assert all(math.isnan(x) for x in failure.wilson(0, 0))
+
+
+def test_full_spectrum():
+    ident, cov, ood = np.array([0.0, 1.0]), [np.array([2.0, 3.0])], np.array([2.5, 4.0])
+    fs = failure.full_spectrum(ident, cov, ood)
+    assert fs["fs_auroc"] == pytest.approx(metrics.auroc([0, 1, 2, 3], ood))  # = 7/8
+    assert fs["fs_auroc"] == pytest.approx(7 / 8)
+    assert fs["fs_fpr95"] == pytest.approx(0.25)  # 95 % of OOD detected needs threshold 2.5: flags ID 3.0
+    assert failure.full_spectrum(ident, [], ood)["fs_auroc"] == metrics.auroc(ident, ood) == 1.0
+
+
+def test_guard():
+    p = np.array([0.001, 0.02, 0.2, 0.5, 0.04, 0.9])
+    wrong = np.array([True, True, False, False, False, True])
+    g = failure.guard(p, 0.05, wrong)
+    assert g["refusal"][0] == pytest.approx(3 / 6)
+    assert g["refusal_wrong"][0] == pytest.approx(2 / 3) and g["refusal_right"][0] == pytest.approx(1 / 3)
+    assert g["accepted_accuracy"][0] == pytest.approx(2 / 3) and g["accepted_accuracy"][3] == 3
+    assert g["unguarded_accuracy"][0] == pytest.approx(0.5)
+    assert g["accuracy_gain"][0] == pytest.approx(2 / 3 - 0.5)
+    assert g["refusal"][1:3] == pytest.approx(failure.wilson(3, 6))
+    assert set(failure.guard(p, 0.01)) == {"refusal"}
+    assert math.isnan(failure.guard(p, 1.0, wrong)["accepted_accuracy"][0])  # everything refused
+
+
+def test_mnist_smoke_rows_curves_and_report(data_dir, cache_dir, tmp_path):
+    """msp (no p-values) and stattest (p-values) on mnist-smoke: failure-detection and full-spectrum rows
+    for both, guard rows for stattest only, risk–coverage curves, and the report's sections."""
+    from oodbench.benchmark.evaluation import runner
+    from oodbench.benchmark.reporting import write_reports
+
+    out = tmp_path / "mnist-smoke"
+    res = runner.evaluate("mnist-smoke", detectors=["pytorch_ood.msp", "stattest"], data_dir=data_dir,
+                          cache_dir=cache_dir, out=out, threads=1, n_boot=0, progress=False)
+    df = res.table
+    groups = {t["name"]: t["group"] for t in res.record["test_sets"]}
+    cov = [t for t, g in groups.items() if g == "covariate"]
+    ood = [t for t, g in groups.items() if g in ("near", "far")]
+    assert cov and ood
+    for det in ("pytorch_ood.msp", "stattest"):
+        d = df[(df.detector == det) & (df.status == "ok")]
+        have = set(zip(d.test_set, d.metric))
+        for ts in ["id"] + cov + ["covariate-mean"]:
+            for m in ("fd_auroc", "aurc", "eaurc", "risk@80", "risk@90", "risk@95"):
+                assert (ts, m) in have, (det, ts, m)
+        for ts in ood + ["near-mean", "far-mean"]:
+            assert {(ts, "fs_auroc"), (ts, "fs_fpr95")} <= have
+        assert ((d.metric == "auroc") & (d.test_set.isin(cov))).any()  # the covariate "OOD positive" rows stay
+        fd = d[(d.metric == "aurc")]
+        assert fd.value.between(0, 1).all()
+        eaurc = d[d.metric == "eaurc"].value
+        assert (eaurc >= -1e-12).all()
+    msp, st = df[df.detector == "pytorch_ood.msp"], df[df.detector == "stattest"]
+    assert not msp.metric.str.startswith("refusal").any()
+    for a in ("0.01", "0.05", "0.10"):
+        g = st[st.metric == f"refusal@{a}"].set_index("test_set")["value"]
+        assert set(["id"] + cov + ood) <= set(g.index)
+        fa = st[(st.metric == f"false_alarm@{a}")].value.iloc[0]
+        assert g["id"] == pytest.approx(fa)  # the ID refusal rate is the false-alarm rate
+        for ts in ["id"] + cov:
+            for m in ("refusal_right", "refusal_wrong", "accepted_accuracy", "accuracy_gain"):
+                assert ((st.test_set == ts) & (st.metric == f"{m}@{a}")).any(), (ts, m, a)
+        acc = st[(st.test_set == "id") & (st.metric == f"accepted_accuracy@{a}")].iloc[0]
+        assert acc.ci_low <= acc.value <= acc.ci_high
+    # the unguarded accuracy on ID is the classifier's accuracy row
+    clf = df[(df.detector == "classifier") & (df.test_set == "id")].value.iloc[0]
+    assert st[(st.test_set == "id") & (st.metric == "unguarded_accuracy")].value.iloc[0] == pytest.approx(clf)
+    rc = res.curves["0"]["stattest"]["risk_coverage"]
+    assert set(rc) == set(["id"] + cov) and len(rc["id"]["risk"]) == 100
+    paths = write_reports(tmp_path, suites=["mnist-smoke"], comparison=False)
+    md = (out / "report.md").read_text()
+    assert "## Failure detection" in md and "## The guard" in md and "Full spectrum" in md
+    assert {p.name for p in paths} >= {"risk_coverage.png", "guard.png"}
+
+
+def test_subsampled_detector_rows_use_the_scored_samples(data_dir, cache_dir, tmp_path):
+    """A detector scoring a seeded subsample: its failure and guard rows count those samples, and the
+    wrong-prediction mask follows the same subsample (accuracy recomputed here from the full set)."""
+    from oodbench.adapters.base import Detector, DetectorInfo
+    from oodbench.adapters.registry import _REGISTRY, register
+    from oodbench.benchmark.evaluation import runner
+    from oodbench.benchmark.evaluation.scoring import subsample_index
+    from oodbench.benchmark.evaluation.session import Session
+
+    class Sub(Detector):
+        consumes = frozenset({"logits"})
+        info = DetectorInfo(library="test", expensive=True)
+
+        def subsample_size(self, device):
+            return 40
+
+        def fit(self, fit, cal=None):
+            self.cal_ = np.sort(-cal.logits.max(1).astype(np.float64))
+            return self
+
+        def score(self, rep):
+            return -rep.logits.max(1).astype(np.float64)
+
+        def p_value(self, rep):
+            s = self.score(rep)
+            return (1 + len(self.cal_) - np.searchsorted(self.cal_, s, side="left")) / (len(self.cal_) + 1)
+
+    register("test.subsampled_p")(Sub)
+    try:
+        res = runner.evaluate("mnist-smoke", detectors=["test.subsampled_p"], data_dir=data_dir, cache_dir=cache_dir,
+                              out=tmp_path, threads=1, n_boot=0, progress=False, use_score_cache=False)
+    finally:
+        _REGISTRY.pop("test.subsampled_p", None)
+    df = res.table
+    s = Session("mnist-smoke", 0, "cpu", cache_dir, data_dir)
+    d = s.data.id_test
+    idx = subsample_index(len(d), 40, 0)
+    acc = float((s.representation(d, "id").preds[idx] == d.y[idx]).mean())
+    row = df[(df.test_set == "id") & (df.metric == "unguarded_accuracy")].iloc[0]
+    assert row.n_id == 40 and row.value == pytest.approx(acc)
+    assert (df[(df.metric == "aurc") & ~df.test_set.str.endswith("-mean")].n_id == 40).all()
+    assert (df[(df.metric == "refusal@0.05") & ~df.test_set.str.endswith("-mean")].n_id == 40).all()
