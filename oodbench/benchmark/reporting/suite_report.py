@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from oodbench.benchmark.evaluation.results import GROUPS
+from oodbench.benchmark.reporting import deployment
 from oodbench.benchmark.reporting.documents import Doc
 from oodbench.benchmark.reporting.figures import fig_heatmap, fig_hist, fig_roc, fig_speed
 from oodbench.benchmark.reporting.formatting import ci_str, num, pct, yes_no
@@ -41,7 +42,7 @@ def suite_report(res: SuiteResults, ease: dict | None = None) -> Doc:
     doc.image("roc_sets.png", fig_roc(res, dets_ok, per_test_set=True), "ROC curves per test set (mean over seeds)")
     doc.image("score_histograms.png", fig_hist(res, dets_ok), "Score histograms: ID test versus OOD groups")
     doc.image("speed_vs_auroc.png", fig_speed(lb), "Speed versus near-OOD AUROC")
-    __import__("oodbench.benchmark.reporting.deployment", fromlist=["_"]).sections(doc, res, dets_ok)  # deployment
+    deployment.sections(doc, res, dets_ok)
     costs = detector_costs(res.record)
     _cost_section(doc, res.record, costs)
     _metadata_section(doc, costs)
