@@ -18,7 +18,9 @@ Conventions (those of OpenOOD v1.5 and pytorch-ood 0.4.0; see ``../shared/specs/
 
 NaN scores raise ``ValueError``; ±inf are valid scores (they sort to the ends). All values are
 fractions in [0, 1]. :func:`bootstrap` gives stratified percentile confidence intervals, computing
-every resample at once from multinomial weights on the one sorted order.
+every resample at once from multinomial weights on the one sorted order (:func:`replicates`);
+:func:`paired_bootstrap` gives replicates of several detectors on shared resamples (paired).
+``benchmarks/bootstrap_speed.py`` measures the speed against a per-resample loop.
 """
 from __future__ import annotations
 
@@ -163,19 +165,23 @@ def _weighted_auroc_fpr95(id_sorted, ood_desc, lo, hi, w_id, w_ood):
     return auroc, fpr
 
 
-def bootstrap(id_scores, ood_scores, n_boot: int = 200, ci: float = 0.95, seed: int = 0,
-              metrics: tuple = ("auroc", "fpr95"), chunk: int = 100) -> dict[str, tuple[float, float]]:
-    """Stratified bootstrap percentile intervals: ID and OOD samples are resampled separately (their
-    sizes stay fixed), every resample computed at once from multinomial weights on one sorted order.
-    ``metrics`` any of :data:`METRICS`; AUROC and FPR@95 use an O(B·n) path, the others the general
-    curve code. Returns ``{metric: (low, high)}``."""
+def replicates(id_scores, ood_scores, n_boot: int = 200, seed: int = 0, metrics: tuple = ("auroc", "fpr95"),
+               chunk: int = 100) -> dict[str, np.ndarray]:
+    """Stratified bootstrap replicates: ``{metric: array (n_boot,)}``. ID and OOD samples are resampled
+    separately (their sizes stay fixed), every resample computed at once from multinomial weights on
+    one sorted order. The resample weights depend only on ``seed`` and the two sample sizes (ID and OOD
+    weights from separate streams, so all test sets of a run resample the ID samples alike), so two
+    detectors scored on the same samples and bootstrapped with the same ``seed`` get **paired**
+    replicates (the same resampled images in replicate ``b``); :func:`paired_bootstrap` relies on this.
+    AUROC and FPR@95 use an O(B·n) path, the other :data:`METRICS` the general curve code."""
     a, b = _check(id_scores, ood_scores)
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; known: {METRICS}")
     if n_boot <= 0:
-        return {k: (float("nan"), float("nan")) for k in metrics}
-    rng = np.random.default_rng(seed)
+        return {k: np.zeros(0) for k in metrics}
+    # one stream for ID weights, one for OOD: every test set of a run resamples the shared ID samples alike
+    rng_id, rng_ood = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
     oi, oo = np.argsort(a, kind="mergesort"), np.argsort(-b, kind="mergesort")
     id_sorted, ood_desc = a[oi], b[oo]
     lo = np.searchsorted(id_sorted, ood_desc, side="left")
@@ -185,7 +191,9 @@ def bootstrap(id_scores, ood_scores, n_boot: int = 200, ci: float = 0.95, seed: 
     done = 0
     while done < n_boot:
         reps = min(chunk, n_boot - done)
-        w_id, w_ood = _resample_weights(rng, a.size, reps), _resample_weights(rng, b.size, reps)
+        # weights drawn in sample order, then put in each detector's sorted order: shared across detectors
+        w_id, w_ood = _resample_weights(rng_id, a.size, reps), _resample_weights(rng_ood, b.size, reps)
+        w_id, w_ood = w_id[:, oi], w_ood[:, oo]
         au, fp = _weighted_auroc_fpr95(id_sorted, ood_desc, lo, hi, w_id, w_ood)
         if "auroc" in out:
             out["auroc"].append(au)
@@ -196,8 +204,37 @@ def bootstrap(id_scores, ood_scores, n_boot: int = 200, ci: float = 0.95, seed: 
             for k in general:
                 out[k].append(vals[k])
         done += reps
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def bootstrap(id_scores, ood_scores, n_boot: int = 200, ci: float = 0.95, seed: int = 0,
+              metrics: tuple = ("auroc", "fpr95"), chunk: int = 100) -> dict[str, tuple[float, float]]:
+    """Stratified bootstrap percentile intervals ``{metric: (low, high)}`` from :func:`replicates`
+    (``metrics`` any of :data:`METRICS`); NaN bounds when ``n_boot`` is 0."""
+    reps = replicates(id_scores, ood_scores, n_boot, seed, metrics, chunk)
+    return {k: percentile_ci(v, ci) for k, v in reps.items()}
+
+
+def percentile_ci(values, ci: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of bootstrap replicates (NaN, NaN when there are none)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan")
     q = ((1 - ci) / 2 * 100, (1 + ci) / 2 * 100)
-    return {k: tuple(float(x) for x in np.percentile(np.concatenate(v), q)) for k, v in out.items()}
+    return tuple(float(x) for x in np.percentile(v, q))
+
+
+def paired_bootstrap(id_scores: list, ood_scores: list, n_boot: int = 1000, seed: int = 0,
+                     metrics: tuple = ("auroc",)) -> dict[str, np.ndarray]:
+    """Paired bootstrap of several detectors scored on the **same** ID and OOD samples: ``{metric:
+    array (n_detectors, n_boot)}`` where column ``b`` of every detector is computed on the same
+    resampled images (shared resample weights). Differences of rows are then paired differences,
+    whose spread is far smaller than that of two independent intervals when the detectors agree."""
+    sizes = {(np.size(a), np.size(b)) for a, b in zip(id_scores, ood_scores)}
+    if len(sizes) != 1:
+        raise ValueError(f"a paired bootstrap needs the same samples for every detector; sizes {sorted(sizes)}")
+    per = [replicates(a, b, n_boot, seed, metrics) for a, b in zip(id_scores, ood_scores)]
+    return {k: np.stack([p[k] for p in per]) for k in metrics}
 
 
 def aggregate(values) -> float:
