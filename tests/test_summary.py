@@ -145,7 +145,7 @@ def test_holm_and_friedman_nemenyi_known_answers():
     st = friedman_nemenyi(vals)
     assert list(st["avg_rank"]) == [1.0, 2.0, 3.0] and st["chi2"] == pytest.approx(20.0)
     assert st["cd"] == pytest.approx(2.343 * np.sqrt(3 * 4 / 60), abs=2e-3)  # Demšar 2006, Table 5
-    r = rank_tiers(["x", "y"], np.array([0.9, 0.9]), np.zeros((2, 1)), True, False)
+    r = rank_tiers(["x", "y"], np.array([0.9, 0.9]), np.zeros((2, 1)), True)
     assert r == {"x": "1–2", "y": "1–2"}  # equal values with no spread tie
 
 
@@ -190,3 +190,35 @@ def test_report_from_a_three_seed_results_folder(tmp_path):
     assert "## Flagged detectors" in md and "broken" in md and "cd_diagram.png" in md and "near rank" in md
     assert "Friedman test over N = 9 blocks" in md  # 3 test sets x 3 seeds, 4 unflagged detectors
     assert json.loads(json.dumps(record))  # the record went through unchanged
+
+
+def test_paired_replicates_travel_through_curves_json():
+    """rows.paired_replicates (kept in curves.json) -> summary.paired_from_curves -> a paired rank test:
+    B is A plus a little noise (so slightly worse on the same samples); their intervals overlap, yet
+    the paired test ranks A alone first. A (much worse) detector scored on a subsample is left unpaired."""
+    from collections import namedtuple
+
+    from oodbench.benchmark.evaluation import rows as rowsmod
+
+    T = namedtuple("T", "name group")
+    tests = [T("o1", "near"), T("o2", "near")]
+    rng = np.random.default_rng(6)
+    base = {"id": rng.normal(0, 1, 3000), "o1": rng.normal(0.8, 1, 2000), "o2": rng.normal(1.0, 1, 2000)}
+    dets = {"A": base, "B": {k: v + rng.normal(0, 0.3, v.size) for k, v in base.items()},
+            "S": {k: v[:1500] + rng.normal(0, 1.5, 1500) for k, v in base.items()}}
+    all_rows, curves = [], {}
+    for s in (0, 1):
+        for d, sc in dets.items():
+            b = {"suite": "syn", "model": "m", "seed": s, "tuning": "default"}
+            all_rows += rowsmod.detector_rows(b, "lib", d, tests, sc, None, 100, s)
+            curves.setdefault(str(s), {})[d] = {"paired": rowsmod.paired_replicates(tests, sc, s)}
+    df = results.to_frame(all_rows)
+    paired = summary.paired_from_curves(json.loads(json.dumps(curves)))
+    assert ("A", 0, "near") in paired and ("S", 0, "near") not in paired
+    assert len(paired[("A", 1, "near")]) == rowsmod.PAIRED_BOOT
+    unp, par = summary.summarise(df), summary.summarise(df, paired=paired)
+    a_u, b_u = _row(unp, "A"), _row(unp, "B")
+    assert a_u["mean"] > b_u["mean"] and b_u["ci_high"] > a_u["ci_low"]  # the intervals overlap
+    assert _row(unp, "B")["rank_range"].startswith("1")  # unpaired: tied with the best
+    assert [_row(par, d)["rank_range"] for d in "ABS"] == ["1", "2", "3"]
+    assert "2 of 3 detectors paired" in _row(par, "A")["rank_test"]

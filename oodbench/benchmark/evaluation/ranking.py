@@ -48,20 +48,23 @@ def _p_worse(diff: float, sd: float) -> float:
     return 0.5 * math.erfc(diff / sd / math.sqrt(2))
 
 
-def rank_tiers(names: list, means: np.ndarray, reps: np.ndarray, higher_better: bool, paired: bool,
-               alpha: float = ALPHA) -> dict:
+def rank_tiers(names: list, means: np.ndarray, reps: np.ndarray, higher_better: bool,
+               paired_reps: np.ndarray | None = None, alpha: float = ALPHA) -> dict:
     """``{name: "1–7"}`` for detectors ``names`` with point estimates ``means`` and two-level bootstrap
-    replicates ``reps`` (n, R); rows of ``reps`` are paired (shared resamples) when ``paired``."""
+    replicates ``reps`` (n, R). ``paired_reps`` (n, R'): replicates on shared resamples, NaN rows for
+    detectors without; a comparison of two detectors that both have them uses the paired difference."""
     sign = 1.0 if higher_better else -1.0
     m = sign * np.asarray(means, dtype=float)
+    has_p = (np.zeros(len(names), bool) if paired_reps is None or paired_reps.shape[1] < 2
+             else ~np.isnan(paired_reps).any(1))
     left = [i for i in np.argsort(-m, kind="mergesort") if np.isfinite(m[i])]
     out, start = {}, 1
     while left:
         best, rest = left[0], left[1:]
         p = []
         for j in rest:
-            if paired:
-                sd = float(np.nanstd(sign * (reps[best] - reps[j]), ddof=1)) if reps.shape[1] > 1 else np.nan
+            if has_p[best] and has_p[j]:
+                sd = float(np.std(paired_reps[best] - paired_reps[j], ddof=1))
             else:
                 sd = math.sqrt(np.nanvar(reps[best], ddof=1) + np.nanvar(reps[j], ddof=1)) \
                     if reps.shape[1] > 1 else np.nan

@@ -75,7 +75,7 @@ def write_all(out_dir, df: pd.DataFrame, record: dict, curves: dict | None = Non
 
     out = Path(out_dir)
     write_csv(out / "results.csv", df)
-    summ = summary.summarise(df)
+    summ = summary.summarise(df, paired=summary.paired_from_curves(curves))
     summary.write(out / "summary.csv", summ)
     if curves is not None:  # compact: ROC points and histograms of every detector x test set
         atomic_write(out / "curves.json", json.dumps(curves, sort_keys=True, separators=(",", ":")) + "\n")

@@ -53,6 +53,36 @@ def detector_rows(base: dict, lib: str, name: str, tests, scores: dict, pvalues:
     return rows
 
 
+PAIRED_BOOT = 200  # replicates kept per (detector, seed, group) for the paired rank test
+
+
+def paired_replicates(tests, scores: dict, seed: int, n_boot: int = PAIRED_BOOT) -> dict:
+    """Per group: ``n_boot`` bootstrap replicates of the group-mean AUROC, on resample weights shared by
+    every detector scored on the same samples (so the replicates of two detectors are paired), encoded
+    compactly (:func:`encode_unit`) for ``curves.json``; :func:`.summary.paired_from_curves` reads them
+    back for the paired rank test."""
+    per: dict = {}
+    for t in tests:
+        per.setdefault(t.group, []).append(metrics.replicates(scores["id"], scores[t.name], n_boot, seed,
+                                                              ("auroc",))["auroc"])
+    return {"n": {"id": len(scores["id"]), **{t.name: len(scores[t.name]) for t in tests}},
+            "auroc": {g: encode_unit(np.mean(v, axis=0)) for g, v in per.items()}}
+
+
+def encode_unit(x) -> str:
+    """Values in [0, 1] as base64 of little-endian uint16 (resolution 1.5e-5)."""
+    import base64
+
+    q = np.round(np.clip(np.asarray(x, dtype=np.float64), 0, 1) * 65535).astype("<u2")
+    return base64.b64encode(q.tobytes()).decode("ascii")
+
+
+def decode_unit(s: str) -> np.ndarray:
+    import base64
+
+    return np.frombuffer(base64.b64decode(s), dtype="<u2").astype(np.float64) / 65535
+
+
 def failure_row(base: dict, lib: str, name: str, message: str) -> dict:
     return {**base, "library": lib, "detector": name, "test_set": "", "group": "", "metric": "error",
             "status": "failed", "error": message}

@@ -164,30 +164,50 @@ def summarise(table: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, paire
 
 def _ranks(summ: pd.DataFrame, reps: dict, paired: dict | None, u: np.ndarray, alpha: float) -> None:
     """Fill ``rank_range`` / ``rank_test`` on the unflagged ``<group>-mean`` rows, per (suite, model,
-    group, metric)."""
+    group, metric). A comparison is paired when both detectors have paired replicates for the same seeds."""
     means = summ[summ["test_set"].str.endswith("-mean") & summ["metric"].isin(list(HIGHER_BETTER))
                  & (summ["flag"] == "")]
     for (suite, model, grp, metric), g in means.groupby(["suite", "model", "group", "metric"], sort=True):
         keys = [tuple(r[c] for c in KEY) for _, r in g.iterrows()]
         names = [(k[2], k[3]) for k in keys]
         t = np.vstack([reps[k][0] for k in keys])
-        use_paired = False
+        tp = np.full_like(t, np.nan)
         if paired and metric == "auroc":
-            seeds = {reps[k][1] for k in keys}
-            have = len(seeds) == 1 and all((d, s, grp) in paired for _, d in names for s in next(iter(seeds)))
-            if have:
-                sd = list(next(iter(seeds)))
-                b = np.vstack([np.vstack([paired[(d, s, grp)] for s in sd]) for _, d in names])
-                b = b.reshape(len(names), len(sd), -1)
-                r_idx = np.arange(u.shape[0]) % b.shape[2]
-                idx = np.minimum((u[:, :len(sd)] * len(sd)).astype(int), len(sd) - 1)
-                t = b[:, idx, r_idx[:, None]].mean(-1)  # seeds and test samples resampled alike for all
-                use_paired = True
-        ranks = rank_tiers(names, g["mean"].to_numpy(float), t, HIGHER_BETTER[metric], use_paired, alpha)
-        test = "paired bootstrap, Holm" if use_paired else "unpaired two-level bootstrap, Holm"
+            for i, k in enumerate(keys):
+                sd = reps[k][1]
+                if all((k[3], s, grp) in paired for s in sd):
+                    b = np.vstack([paired[(k[3], s, grp)] for s in sd])  # (seeds, B)
+                    idx = np.minimum((u[:, :len(sd)] * len(sd)).astype(int), len(sd) - 1)
+                    r_idx = np.arange(u.shape[0]) % b.shape[1]
+                    tp[i] = b[idx, r_idx[:, None]].mean(-1)  # seeds and test samples resampled alike for all
+        ranks = rank_tiers(names, g["mean"].to_numpy(float), t, HIGHER_BETTER[metric], tp, alpha)
+        n_paired = int((~np.isnan(tp[:, 0])).sum()) if tp.shape[1] else 0
+        test = ("paired two-level bootstrap, Holm" if n_paired == len(keys) else
+                f"two-level bootstrap ({n_paired} of {len(keys)} detectors paired), Holm" if n_paired else
+                "unpaired two-level bootstrap, Holm")
         for idx_row, nm in zip(g.index, names):
             summ.at[idx_row, "rank_range"] = ranks.get(nm, "")
             summ.at[idx_row, "rank_test"] = test
+
+
+def paired_from_curves(curves: dict | None) -> dict:
+    """``{(detector, seed, group): replicates}`` from ``curves.json`` entries written by
+    :func:`.rows.paired_replicates` (``curves[seed][detector]["paired"]``); detectors whose sample
+    counts differ from the most common ones (scored on a subsample) are left out: not paired."""
+    from oodbench.benchmark.evaluation.rows import decode_unit
+
+    found, sizes = {}, {}
+    for sd, dets in (curves or {}).items():
+        for det, c in dets.items():
+            p = (c or {}).get("paired")
+            if p:
+                found[(det, int(sd))] = p
+                sizes[(det, int(sd))] = tuple(sorted(p.get("n", {}).items()))
+    if not found:
+        return {}
+    common = pd.Series(list(sizes.values())).value_counts().index[0]
+    return {(det, sd, g): decode_unit(v) for (det, sd), p in found.items() if sizes[(det, sd)] == common
+            for g, v in p["auroc"].items()}
 
 
 def write(path, summ: pd.DataFrame) -> None:

@@ -37,7 +37,7 @@ NOTE_CI = ("CI: 95 % two-level bootstrap interval of the mean over seeds (`summa
 def suite_report(res: SuiteResults, ease: dict | None = None) -> Doc:
     """The whole report of one suite from its results files (``ease``: the content of ease.json, if any)."""
     doc = Doc(f"OOD benchmark report: {res.suite}")
-    summ = summary.summarise(res.df)
+    summ = summary.summarise(res.df, paired=summary.paired_from_curves(res.curves))
     lb = leaderboard(res.df, res.record, summ)
     _run_facts(doc, res)
     dets_ok = _leaderboard_section(doc, lb)
