@@ -47,10 +47,12 @@ def fig_cd(df: pd.DataFrame, exclude=(), title: str = "") -> tuple[bytes | None,
     names, ranks, k = list(r.index), r.to_numpy(float), stats["k"]
     half = (k + 1) // 2
     rows = max(half, k - half)
-    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.2 * rows))
+    cliques = _cliques(ranks, stats["cd"])
+    top = 0.4 + 0.25 * len(cliques)  # the clique bars sit between the axis and the first label
+    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.2 * rows + 0.05 * len(cliques)))
     lo, hi = 1, max(k, 2)
     ax.set_xlim(lo - 0.5, hi + 0.5)
-    ax.set_ylim(-(rows + 2.0), 2.2)
+    ax.set_ylim(-(rows + top + 1.0), 2.2)
     ax.axis("off")
     ax.plot([lo, hi], [0, 0], color="k", lw=1)
     step = max(1, int(np.ceil(k / 20)))
@@ -62,13 +64,13 @@ def fig_cd(df: pd.DataFrame, exclude=(), title: str = "") -> tuple[bytes | None,
     ax.text(lo + cd / 2, 1.6, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=7, color="#c0392b")
     for i, (n, x) in enumerate(zip(names, ranks)):
         left = i < half
-        y = -(i + 1) * 1.0 if left else -(k - i) * 1.0
+        y = -top - (i if left else k - 1 - i) * 1.0
         xt = lo - 0.4 if left else hi + 0.4
         ax.plot([x, x, xt], [0, y, y], color="0.35", lw=0.6)
         ax.text(xt + (-0.05 if left else 0.05), y, f"{n} ({x:.1f})", ha="right" if left else "left",
                 va="center", fontsize=6)
-    for c, (i, j) in enumerate(_cliques(ranks, cd)):
-        y = -0.3 - 0.1 * (c % 8)
+    for c, (i, j) in enumerate(cliques):
+        y = -0.3 - 0.25 * c
         ax.plot([ranks[i] - 0.05, ranks[j] + 0.05], [y, y], color="k", lw=1.6, solid_capstyle="round")
     ax.set_title(title or (f"Average AUROC rank over {stats['N']} blocks (test set × seed); Friedman "
                            f"p = {stats['p_chi2']:.2g}; bars join detectors within the Nemenyi CD (α = "
