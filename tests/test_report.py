@@ -57,7 +57,7 @@ def test_reports_written(built):
     assert {"mnist-smoke/report.md", "mnist-smoke/report.html", "comparison.md", "comparison.html",
             "mnist-smoke/figures/auroc_heatmap.png", "mnist-smoke/figures/roc_groups.png",
             "mnist-smoke/figures/roc_sets.png", "mnist-smoke/figures/score_histograms.png",
-            "mnist-smoke/figures/speed_vs_auroc.png"} <= names
+            "mnist-smoke/figures/speed_vs_auroc.png", "mnist-smoke/figures/cd_diagram.png"} <= names
     md = (out / "mnist-smoke" / "report.md").read_text()
     for section in ("## Leaderboard", "## Per test set", "AUROC per test set", "## Figures", "## Cost",
                     "## Ease of use", "## Code quality", "near AUROC CI", "pytorch_ood.energy"):
@@ -82,7 +82,7 @@ def test_html_is_self_contained(built):
     assert not re.search(r"""(src|href)=["'](https?:|//|file:)""", page)
     assert "<link" not in page and "@import" not in page
     imgs = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(imgs) == len(list((out / "mnist-smoke" / "figures").glob("*.png"))) >= 5
+    assert len(imgs) == len(list((out / "mnist-smoke" / "figures").glob("*.png"))) >= 6  # incl. cd_diagram.png
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in imgs)
     assert 'table class="sortable" id="leaderboard"' in page
 

@@ -18,9 +18,13 @@ Conventions (those of OpenOOD v1.5 and pytorch-ood 0.4.0; see ``../shared/specs/
 
 NaN scores raise ``ValueError``; ±inf are valid scores (they sort to the ends). All values are
 fractions in [0, 1]. :func:`bootstrap` gives stratified percentile confidence intervals, computing
-every resample at once from multinomial weights on the one sorted order.
+every resample at once from multinomial weights on the one sorted order (:func:`replicates`);
+:func:`paired_bootstrap` gives replicates of several detectors on shared resamples (paired).
+``benchmarks/bootstrap_speed.py`` measures the speed against a per-resample loop.
 """
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 
@@ -58,10 +62,10 @@ class _Counts:
             self.tps = np.cumsum(pos[order])[idx]
             self.fps = idx + 1 - self.tps
         else:
-            w = np.concatenate([w_ood, w_id], axis=-1)[..., order].astype(np.float64)
-            wp = w * pos[order]
-            self.tps = np.cumsum(wp, axis=-1)[..., idx]
-            self.fps = np.cumsum(w - wp, axis=-1)[..., idx]
+            w = np.concatenate([w_ood, w_id], axis=-1)[..., order]
+            tps = np.cumsum(np.where(pos[order] > 0, w, 0), axis=-1, dtype=np.int32)[..., idx]
+            self.tps = tps.astype(np.float64)
+            self.fps = (np.cumsum(w, axis=-1, dtype=np.int32)[..., idx] - tps).astype(np.float64)
 
     def reversed(self):
         """Counts of ``-scores`` with ID as the positive class."""
@@ -100,11 +104,22 @@ def _aupr(tps, fps):
     return -_area(recall, precision)
 
 
-def _all(c: _Counts) -> dict:
-    fpr, tpr = _roc(c.tps, c.fps)
-    rt, rf = c.reversed()
-    return {"auroc": _area(fpr, tpr), "fpr95": _fpr_at(c.tps, c.fps), "fpr95_id": _fpr_at(rt, rf),
-            "aupr_in": _aupr(rt, rf), "aupr_out": _aupr(c.tps, c.fps)}
+def _all(c: _Counts, which=METRICS) -> dict:
+    out = {}
+    if "auroc" in which:
+        fpr, tpr = _roc(c.tps, c.fps)
+        out["auroc"] = _area(fpr, tpr)
+    if "fpr95" in which:
+        out["fpr95"] = _fpr_at(c.tps, c.fps)
+    if "fpr95_id" in which or "aupr_in" in which:
+        rt, rf = c.reversed()
+        if "fpr95_id" in which:
+            out["fpr95_id"] = _fpr_at(rt, rf)
+        if "aupr_in" in which:
+            out["aupr_in"] = _aupr(rt, rf)
+    if "aupr_out" in which:
+        out["aupr_out"] = _aupr(c.tps, c.fps)
+    return {k: out[k] for k in METRICS if k in out}
 
 
 def evaluate(id_scores, ood_scores) -> dict[str, float]:
@@ -143,61 +158,113 @@ def _resample_weights(rng, n: int, reps: int) -> np.ndarray:
     return np.bincount(idx.ravel(), minlength=reps * n).reshape(reps, n)
 
 
+@lru_cache(maxsize=6)
+def _weights(seed: int, stream: int, n: int, n_boot: int, chunk: int) -> tuple:
+    """The resample counts of one stream (0: ID, 1: OOD) in chunks, as small integers; cached, as every
+    detector and every test set of a run draws the same ones (that is what makes them paired)."""
+    rng = np.random.default_rng([seed, stream])
+    out = []
+    for done in range(0, n_boot, chunk):
+        w = _resample_weights(rng, n, min(chunk, n_boot - done))
+        out.append(w.astype(np.uint8 if w.max() < 256 else np.int32))
+    return tuple(out)
+
+
+def _first_reaching(n, level: float) -> np.ndarray:
+    """The smallest integer count c with ``c / n >= level`` (as float division decides it), per n."""
+    n = np.asarray(n, dtype=np.int64)
+    c = np.ceil(level * n).astype(np.int64)
+    c = np.where((c - 1) / n >= level, c - 1, c)
+    return np.where(c / n < level, c + 1, c)
+
+
 def _weighted_auroc_fpr95(id_sorted, ood_desc, lo, hi, w_id, w_ood):
-    """AUROC and FPR@95 (OOD positive) for a batch of sample weights, in O(B·n).
+    """AUROC and FPR@95 (OOD positive) for a batch of sample weights, in O(B·n), in exact integer
+    arithmetic until the final division.
 
     ``id_sorted``: ID scores ascending, ``ood_desc``: OOD scores descending, ``lo``/``hi``: the
     left/right insertion points of each OOD score among the ID scores; ``w_id``/``w_ood``: (B, n)
     counts in those orders. Same definitions as :func:`evaluate` (ties count half; first threshold
     whose TPR reaches 0.95)."""
-    n_id, n_ood = w_id.sum(1, keepdims=True), w_ood.sum(1, keepdims=True)
-    W = np.zeros((w_id.shape[0], w_id.shape[1] + 1))
-    np.cumsum(w_id, axis=1, out=W[:, 1:])
-    below = W[:, lo] + 0.5 * (W[:, hi] - W[:, lo])  # ID mass under each OOD score, ties halved
-    auroc = (w_ood * below).sum(1) / (n_id[:, 0] * n_ood[:, 0])
-    tpr = np.cumsum(w_ood, axis=1) / n_ood
-    k = np.argmax(tpr >= TPR_LEVEL, axis=1)
-    t = ood_desc[k]
-    j = np.searchsorted(id_sorted, t, side="left")
-    fpr = (n_id[:, 0] - W[np.arange(len(j)), j]) / n_id[:, 0]
+    n_id, n_ood = w_id.sum(1, dtype=np.int64), w_ood.sum(1, dtype=np.int64)
+    W = np.zeros((w_id.shape[0], w_id.shape[1] + 1), dtype=np.int32)
+    np.cumsum(w_id, axis=1, dtype=np.int32, out=W[:, 1:])
+    twice_below = W[:, lo] + W[:, hi]  # twice the ID mass under each OOD score, ties halved
+    auroc = np.einsum("ij,ij->i", w_ood, twice_below, dtype=np.float64) / (2.0 * n_id * n_ood)
+    cum = np.cumsum(w_ood, axis=1, dtype=np.int32)
+    k = np.argmax(cum >= _first_reaching(n_ood, TPR_LEVEL)[:, None], axis=1)
+    j = np.searchsorted(id_sorted, ood_desc[k], side="left")
+    fpr = (n_id - W[np.arange(len(j)), j]) / n_id
     return auroc, fpr
 
 
-def bootstrap(id_scores, ood_scores, n_boot: int = 200, ci: float = 0.95, seed: int = 0,
-              metrics: tuple = ("auroc", "fpr95"), chunk: int = 100) -> dict[str, tuple[float, float]]:
-    """Stratified bootstrap percentile intervals: ID and OOD samples are resampled separately (their
-    sizes stay fixed), every resample computed at once from multinomial weights on one sorted order.
-    ``metrics`` any of :data:`METRICS`; AUROC and FPR@95 use an O(B·n) path, the others the general
-    curve code. Returns ``{metric: (low, high)}``."""
+def replicates(id_scores, ood_scores, n_boot: int = 200, seed: int = 0, metrics: tuple = ("auroc", "fpr95"),
+               chunk: int = 100) -> dict[str, np.ndarray]:
+    """Stratified bootstrap replicates: ``{metric: array (n_boot,)}``. ID and OOD samples are resampled
+    separately (their sizes stay fixed), every resample computed at once from multinomial weights on
+    one sorted order. The resample weights depend only on ``seed`` and the two sample sizes (ID and OOD
+    weights from separate streams, so all test sets of a run resample the ID samples alike), so two
+    detectors scored on the same samples and bootstrapped with the same ``seed`` get **paired**
+    replicates (the same resampled images in replicate ``b``); :func:`paired_bootstrap` relies on this.
+    AUROC and FPR@95 use an O(B·n) path, the other :data:`METRICS` the general curve code."""
     a, b = _check(id_scores, ood_scores)
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; known: {METRICS}")
     if n_boot <= 0:
-        return {k: (float("nan"), float("nan")) for k in metrics}
-    rng = np.random.default_rng(seed)
+        return {k: np.zeros(0) for k in metrics}
+    # one stream for ID weights, one for OOD: every test set of a run resamples the shared ID samples alike
+    ws_id, ws_ood = _weights(int(seed), 0, a.size, n_boot, chunk), _weights(int(seed), 1, b.size, n_boot, chunk)
     oi, oo = np.argsort(a, kind="mergesort"), np.argsort(-b, kind="mergesort")
     id_sorted, ood_desc = a[oi], b[oo]
     lo = np.searchsorted(id_sorted, ood_desc, side="left")
     hi = np.searchsorted(id_sorted, ood_desc, side="right")
     general = [m for m in metrics if m not in ("auroc", "fpr95")]
     out = {k: [] for k in metrics}
-    done = 0
-    while done < n_boot:
-        reps = min(chunk, n_boot - done)
-        w_id, w_ood = _resample_weights(rng, a.size, reps), _resample_weights(rng, b.size, reps)
-        au, fp = _weighted_auroc_fpr95(id_sorted, ood_desc, lo, hi, w_id, w_ood)
-        if "auroc" in out:
-            out["auroc"].append(au)
-        if "fpr95" in out:
-            out["fpr95"].append(fp)
+    for w_id, w_ood in zip(ws_id, ws_ood):
+        # weights drawn in sample order, then put in each detector's sorted order: shared across detectors
+        w_id, w_ood = w_id[:, oi], w_ood[:, oo]
+        if "auroc" in out or "fpr95" in out:
+            au, fp = _weighted_auroc_fpr95(id_sorted, ood_desc, lo, hi, w_id, w_ood)
+            if "auroc" in out:
+                out["auroc"].append(au)
+            if "fpr95" in out:
+                out["fpr95"].append(fp)
         if general:
-            vals = _all(_Counts(id_sorted, ood_desc, w_id, w_ood))
+            vals = _all(_Counts(id_sorted, ood_desc, w_id, w_ood), general)
             for k in general:
                 out[k].append(vals[k])
-        done += reps
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def bootstrap(id_scores, ood_scores, n_boot: int = 200, ci: float = 0.95, seed: int = 0,
+              metrics: tuple = ("auroc", "fpr95"), chunk: int = 100) -> dict[str, tuple[float, float]]:
+    """Stratified bootstrap percentile intervals ``{metric: (low, high)}`` from :func:`replicates`
+    (``metrics`` any of :data:`METRICS`); NaN bounds when ``n_boot`` is 0."""
+    reps = replicates(id_scores, ood_scores, n_boot, seed, metrics, chunk)
+    return {k: percentile_ci(v, ci) for k, v in reps.items()}
+
+
+def percentile_ci(values, ci: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of bootstrap replicates (NaN, NaN when there are none)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan")
     q = ((1 - ci) / 2 * 100, (1 + ci) / 2 * 100)
-    return {k: tuple(float(x) for x in np.percentile(np.concatenate(v), q)) for k, v in out.items()}
+    return tuple(float(x) for x in np.percentile(v, q))
+
+
+def paired_bootstrap(id_scores: list, ood_scores: list, n_boot: int = 1000, seed: int = 0,
+                     metrics: tuple = ("auroc",)) -> dict[str, np.ndarray]:
+    """Paired bootstrap of several detectors scored on the **same** ID and OOD samples: ``{metric:
+    array (n_detectors, n_boot)}`` where column ``b`` of every detector is computed on the same
+    resampled images (shared resample weights). Differences of rows are then paired differences,
+    whose spread is far smaller than that of two independent intervals when the detectors agree."""
+    sizes = {(np.size(a), np.size(b)) for a, b in zip(id_scores, ood_scores)}
+    if len(sizes) != 1:
+        raise ValueError(f"a paired bootstrap needs the same samples for every detector; sizes {sorted(sizes)}")
+    per = [replicates(a, b, n_boot, seed, metrics) for a, b in zip(id_scores, ood_scores)]
+    return {k: np.stack([p[k] for p in per]) for k in metrics}
 
 
 def aggregate(values) -> float:

@@ -3,7 +3,7 @@
 ``results.csv`` is long-form: one row per (suite, model, seed, library, detector, test_set, group,
 metric) with ``value``, a bootstrap interval (``ci_low``, ``ci_high``), the sample counts and a
 ``status`` (``ok`` or ``failed``, with ``error``). Aggregates over a group's test sets have
-``test_set = "<group>-mean"``. ``run.json`` is the run record; ``leaderboard.md`` the markdown table
+``test_set = "<group>-mean"``. ``summary.csv`` summarises it over seeds (:mod:`.summary`). ``run.json`` is the run record; ``leaderboard.md`` the markdown table
 (built by :mod:`oodbench.benchmark.reporting.leaderboard`);
 ``curves.json`` holds, per seed and detector, each test set's ROC curve on a fixed 101-point FPR
 grid (``{"roc": {test_set: {"fpr": [...], "tpr": [...]}}}``) and score histograms on shared edges
@@ -68,12 +68,16 @@ def write_csv(path, df: pd.DataFrame) -> None:
 
 
 def write_all(out_dir, df: pd.DataFrame, record: dict, curves: dict | None = None) -> None:
-    """Write ``results.csv``, ``curves.json`` (when given), ``run.json`` and ``leaderboard.md`` to ``out_dir``."""
+    """Write ``results.csv``, ``summary.csv`` (:mod:`.summary`: mean ± std over seeds, intervals, rank
+    ranges, flags), ``curves.json`` (when given), ``run.json`` and ``leaderboard.md`` to ``out_dir``."""
+    from oodbench.benchmark.evaluation import summary
     from oodbench.benchmark.reporting.leaderboard import leaderboard_markdown  # reporting reads this module
 
     out = Path(out_dir)
     write_csv(out / "results.csv", df)
+    summ = summary.summarise(df, paired=summary.paired_from_curves(curves))
+    summary.write(out / "summary.csv", summ)
     if curves is not None:  # compact: ROC points and histograms of every detector x test set
         atomic_write(out / "curves.json", json.dumps(curves, sort_keys=True, separators=(",", ":")) + "\n")
     write_json(out / "run.json", record)
-    atomic_write(out / "leaderboard.md", leaderboard_markdown(df, record))
+    atomic_write(out / "leaderboard.md", leaderboard_markdown(df, record, summ))

@@ -28,27 +28,61 @@ def accuracy_rows(session, base: dict) -> list[dict]:
 
 def detector_rows(base: dict, lib: str, name: str, tests, scores: dict, pvalues: dict | None, n_boot: int,
                   seed: int) -> list[dict]:
-    """Per-test-set metrics (with bootstrap intervals), group means and false-alarm rates of one detector."""
-    rows, per_group = [], {}
+    """Per-test-set metrics and group means, each with a 95 % bootstrap interval, and false-alarm rates
+    of one detector. A group mean's interval comes from the group mean of its sets' replicates (each
+    set's replicate ``b`` resamples the shared ID test samples with the same weights, as they are shared)."""
+    rows, per_group, reps_group = [], {}, {}
     sid = scores["id"]
     for t in tests:
         m = metrics.evaluate(sid, scores[t.name])
-        ci = metrics.bootstrap(sid, scores[t.name], n_boot=n_boot, seed=seed) if n_boot else {}
+        reps = metrics.replicates(sid, scores[t.name], n_boot=n_boot, seed=seed, metrics=metrics.METRICS)
         for k, v in m.items():
-            lo, hi = ci.get(k, (np.nan, np.nan))
+            lo, hi = metrics.percentile_ci(reps[k])
             rows.append({**base, "library": lib, "detector": name, "test_set": t.name, "group": t.group,
                          "metric": k, "value": v, "ci_low": lo, "ci_high": hi, "n_id": len(sid),
                          "n_ood": len(scores[t.name]), "status": "ok"})
             per_group.setdefault((t.group, k), []).append(v)
+            reps_group.setdefault((t.group, k), []).append(reps[k])
     for (grp, k), vals in per_group.items():
+        lo, hi = metrics.percentile_ci(np.mean(reps_group[(grp, k)], axis=0)) if n_boot else (np.nan, np.nan)
         rows.append({**base, "library": lib, "detector": name, "test_set": f"{grp}-mean", "group": grp,
-                     "metric": k, "value": metrics.aggregate(vals), "status": "ok"})
+                     "metric": k, "value": metrics.aggregate(vals), "ci_low": lo, "ci_high": hi, "status": "ok"})
     if pvalues is not None:
         for a in ALPHAS:
             rows.append({**base, "library": lib, "detector": name, "test_set": "id", "group": "id",
                          "metric": f"false_alarm@{a:.2f}", "value": float((pvalues["id"] <= a).mean()),
                          "n_id": len(pvalues["id"]), "status": "ok"})
     return rows
+
+
+PAIRED_BOOT = 200  # replicates kept per (detector, seed, group) for the paired rank test
+
+
+def paired_replicates(tests, scores: dict, seed: int, n_boot: int = PAIRED_BOOT) -> dict:
+    """Per group: ``n_boot`` bootstrap replicates of the group-mean AUROC, on resample weights shared by
+    every detector scored on the same samples (so the replicates of two detectors are paired), encoded
+    compactly (:func:`encode_unit`) for ``curves.json``; :func:`.summary.paired_from_curves` reads them
+    back for the paired rank test."""
+    per: dict = {}
+    for t in tests:
+        per.setdefault(t.group, []).append(metrics.replicates(scores["id"], scores[t.name], n_boot, seed,
+                                                              ("auroc",))["auroc"])
+    return {"n": {"id": len(scores["id"]), **{t.name: len(scores[t.name]) for t in tests}},
+            "auroc": {g: encode_unit(np.mean(v, axis=0)) for g, v in per.items()}}
+
+
+def encode_unit(x) -> str:
+    """Values in [0, 1] as base64 of little-endian uint16 (resolution 1.5e-5)."""
+    import base64
+
+    q = np.round(np.clip(np.asarray(x, dtype=np.float64), 0, 1) * 65535).astype("<u2")
+    return base64.b64encode(q.tobytes()).decode("ascii")
+
+
+def decode_unit(s: str) -> np.ndarray:
+    import base64
+
+    return np.frombuffer(base64.b64decode(s), dtype="<u2").astype(np.float64) / 65535
 
 
 def failure_row(base: dict, lib: str, name: str, message: str) -> dict:

@@ -1,22 +1,26 @@
 """The leaderboard: one row per detector, built once from the results table and shown in two places.
 
 :func:`leaderboard` turns the long-form ``results.csv`` table (and, when given, the run record of
-``run.json``) into a wide table with one row per (library, detector). For each OOD group
+``run.json``) into a wide table with one row per (library, detector), from its summary over seeds
+(:mod:`oodbench.benchmark.evaluation.summary`, ``summary.csv``). For each OOD group
 (near / far / covariate) and each metric (AUROC, FPR@95, AUPR-IN, AUPR-OUT) it holds
 
 * ``<group>:<metric>``: the mean over seeds of the group mean (the unweighted mean over the
   group's test sets, the ``<group>-mean`` rows of ``results.csv``);
-* ``<group>:<metric>:std``: the standard deviation over seeds (NaN with a single seed);
-* ``<group>:<metric>:lo`` / ``:hi``: the group's bootstrap CI, the mean over its test sets of each
-  set's 95 % interval (itself averaged over seeds): conservative, at least as wide as the interval
-  of the mean when the test sets are independent;
+* ``<group>:<metric>:std``: the standard deviation over seeds (ddof = 1; NaN with a single seed,
+  and then no ``±`` is shown);
+* ``<group>:<metric>:lo`` / ``:hi``: the summary's 95 % two-level bootstrap interval;
+* ``<group>:rank``: the AUROC rank range of the group ("1–7": tied with the best by Holm-corrected
+  tests), empty for a flagged (detector, group);
 
+``flag`` (the flags of any group, e.g. ``inverted``) and ``flag_reason`` (``<group>: <reason>``);
 and, where the detector gives p-values, ``false_alarm@<alpha>`` (with ``:std``): the fraction of
 ID test samples flagged at level alpha. From ``run.json`` come the median over seeds of fit and
-score seconds, throughput and peak Python memory; ``n_seeds`` counts the seeds. Rows are sorted by
-near-OOD AUROC (descending), then far-OOD AUROC, then name, so the order does not depend on the
-order of the rows in ``df``; detectors that failed on every seed come after all that have a near-OOD
-AUROC, with ``status = "failed"`` and the first line of their ``error``.
+score seconds, throughput and peak Python memory; ``n_seeds`` counts the seeds. Unflagged rows come
+first, sorted by near-OOD AUROC (descending), then far-OOD AUROC, then name (so the order does not
+depend on the order of the rows in ``df``); flagged detectors follow in the same order, shown apart
+and never ranked among the others; detectors that failed on every seed come last, with
+``status = "failed"`` and the first line of their ``error``.
 
 Two renderings use this one table: :func:`leaderboard_markdown` is ``leaderboard.md``, written and
 printed by ``oodbench run``; the suite report (:mod:`.suite_report`) shows the same rows with CIs,
@@ -28,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from oodbench.benchmark.evaluation import summary
 from oodbench.benchmark.evaluation.results import GROUPS
 from oodbench.benchmark.reporting.formatting import pct
 
@@ -54,111 +59,110 @@ def detector_costs(record: dict) -> dict[str, dict]:
     return out
 
 
-def _mean_std(v: pd.Series) -> tuple[float, float]:
-    """Mean and (population) standard deviation of a column; NaN where there is nothing to average."""
-    v = v.astype(float)
-    return (float(v.mean()) if len(v) else float("nan"),
-            float(v.std(ddof=0)) if len(v) > 1 else float("nan"))
-
-
-def _nanmean(x: np.ndarray) -> float:
-    """The mean of the non-NaN values, computed as ``pandas.Series.mean`` does (bit for bit); NaN if none."""
-    missing = np.isnan(x)
-    n = float(x.size - missing.sum())
-    return float(np.where(missing, 0.0, x).sum() / n) if n else float("nan")
-
-
-def _group_cis(per: pd.DataFrame) -> dict[tuple, tuple[float, float]]:
-    """Per (detector, group, metric): the mean over test sets of each set's bootstrap bounds (each set's
-    bounds averaged over seeds first); NaN where the rows have no interval."""
-    by_set = per.groupby(["detector", "group", "metric", "test_set"])[["ci_low", "ci_high"]].mean()
-    if by_set.empty:
-        return {}
-    keys = list(by_set.index.droplevel("test_set"))  # sorted, so each key's test sets are contiguous
-    lo, hi = by_set["ci_low"].to_numpy(float), by_set["ci_high"].to_numpy(float)
-    starts = [i for i in range(len(keys)) if i == 0 or keys[i] != keys[i - 1]] + [len(keys)]
-    out = {}
-    for a, b in zip(starts[:-1], starts[1:]):
-        has = not np.isnan(lo[a:b]).all()
-        out[keys[a]] = (_nanmean(lo[a:b]), _nanmean(hi[a:b])) if has else (float("nan"), float("nan"))
-    return out
-
-
-def leaderboard(df: pd.DataFrame, record: dict | None = None) -> pd.DataFrame:
+def leaderboard(df: pd.DataFrame, record: dict | None = None, summ: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (library, detector) of the results table ``df``; see the module docstring for the
-    columns and the order. ``record`` (run.json) adds the cost columns (NaN without it)."""
-    ok = df[(df["status"] == "ok") & (df["detector"] != "classifier")]
-    is_mean = ok["test_set"].str.endswith("-mean")
-    per, agg = ok[~is_mean], ok[is_mean]
-    # each cell's values, in the table's row order: (library, detector, group, metric) -> seeds' values
-    cells = dict(tuple(agg.groupby(["library", "detector", "group", "metric"], sort=False)["value"]))
-    cis = _group_cis(per)
-    alarms = ok[ok["metric"].str.startswith("false_alarm@")]
-    alarm_cells = dict(tuple(alarms.groupby(["detector", "metric"], sort=False)["value"]))
+    columns and the order. ``record`` (run.json) adds the cost columns (NaN without it); ``summ`` is
+    ``summary.summarise(df)``, computed when not given."""
+    summ = summary.summarise(df) if summ is None else summ
+    means = summ[summ["test_set"].str.endswith("-mean")]
+    cells = {(r.library, r.detector, r.group, r.metric): r for r in means.itertuples(index=False)}
+    alarms = summ[summ["metric"].str.startswith("false_alarm@")]
+    alarm_cells = {(r.library, r.detector, r.metric): r for r in alarms.itertuples(index=False)}
     alarm_names = sorted(set(alarms["metric"]))
     costs = detector_costs(record or {})
-    empty, no_ci = agg["value"].iloc[:0], (float("nan"), float("nan"))
+    nan = float("nan")
     rows = []
-    for (lib, det), g in agg.groupby(["library", "detector"], sort=True):
+    for (lib, det), g in summ.groupby(["library", "detector"], sort=True):
         r = {"library": lib, "detector": det, "status": "ok", "error": ""}
+        flags, reasons = [], []
         for grp in GROUPS:
             for m, _, _ in METRICS:
-                r[f"{grp}:{m}"], r[f"{grp}:{m}:std"] = _mean_std(cells.get((lib, det, grp, m), empty))
-                r[f"{grp}:{m}:lo"], r[f"{grp}:{m}:hi"] = cis.get((det, grp, m), no_ci)
+                c = cells.get((lib, det, grp, m))
+                r[f"{grp}:{m}"], r[f"{grp}:{m}:std"] = (c.mean, c.std) if c else (nan, nan)
+                r[f"{grp}:{m}:lo"], r[f"{grp}:{m}:hi"] = (c.ci_low, c.ci_high) if c else (nan, nan)
+            c = cells.get((lib, det, grp, "auroc"))
+            r[f"{grp}:rank"] = c.rank_range if c else ""
+            if c and c.flag:
+                flags += [f for f in c.flag.split(",") if f not in flags]
+                reasons.append(f"{grp}: {c.flag_reason}")
+        r["flag"], r["flag_reason"] = ",".join(flags), " | ".join(reasons)
         for name in alarm_names:
-            r[name], r[f"{name}:std"] = _mean_std(alarm_cells.get((det, name), empty))
+            c = alarm_cells.get((lib, det, name))
+            r[name], r[f"{name}:std"] = (c.mean, c.std) if c else (nan, nan)
         c = costs.get(det, {})
         for k in COSTS:
-            r[k] = c.get(k, float("nan"))
-        r["n_seeds"] = int(g["seed"].nunique())
+            r[k] = c.get(k, nan)
+        r["n_seeds"] = int(g["n_seeds"].max())
         rows.append(r)
     done = {r["detector"] for r in rows}
     failed = df[df["status"] == "failed"]
     for (lib, det), g in failed.groupby(["library", "detector"], sort=True):
         if det not in done:
             error = (str(g["error"].iloc[0]).splitlines() or [""])[0]
-            rows.append({"library": lib, "detector": det, "status": "failed", "error": error})
+            na = g["not_applicable_reason"].fillna("").astype(str) if "not_applicable_reason" in g else []
+            if len(na) and na.iloc[0].strip():
+                error = f"not applicable: {na.iloc[0].strip()}"
+            rows.append({"library": lib, "detector": det, "status": "failed", "error": error, "flag": ""})
     lb = pd.DataFrame(rows)
     if lb.empty:
         return lb
     if "near:auroc" not in lb:
         lb["near:auroc"] = np.nan
+    lb["_s"] = np.where(lb["status"] != "ok", 2, np.where(lb["flag"].fillna("") != "", 1, 0))
     lb["_k"] = lb["near:auroc"].fillna(-1.0)
     lb["_f"] = lb["far:auroc"].fillna(-1.0) if "far:auroc" in lb else -1.0
-    lb = lb.sort_values(["_k", "_f", "detector"], ascending=[False, False, True], kind="mergesort")
-    return lb.drop(columns=["_k", "_f"]).reset_index(drop=True)
+    lb = lb.sort_values(["_s", "_k", "_f", "detector"], ascending=[True, False, False, True], kind="mergesort")
+    return lb.drop(columns=["_s", "_k", "_f"]).reset_index(drop=True)
 
 
-def leaderboard_markdown(df: pd.DataFrame, record: dict | None = None) -> str:
-    """``leaderboard.md``: the classifier's accuracy, the leaderboard's group AUROC and FPR@95 (and
-    false-alarm rates), and the AUROC of every detector on every test set, as GitHub tables."""
+NOTE = ("Values in %, OOD positive; FPR@95 = ID flagged at 95 % OOD detected (OpenOOD v1.5 / pytorch-ood "
+        "0.4.0). Group values are unweighted means over the group's test sets, averaged over seeds; ± is the "
+        "standard deviation over seeds (ddof = 1), not shown with a single seed. `rank`: AUROC rank range in the "
+        "group — the detectors not significantly worse than the best (one-sided tests on the two-level "
+        "bootstrap of the difference, Holm-corrected at 0.05) share a range, then the same on the rest. "
+        "Flagged detectors (inverted, degenerate, not applicable) are listed apart and not ranked; "
+        "95 % intervals of every number are in `summary.csv`.")
+
+
+def leaderboard_markdown(df: pd.DataFrame, record: dict | None = None, summ: pd.DataFrame | None = None) -> str:
+    """``leaderboard.md``: the classifier's accuracy, the leaderboard's group rank range, AUROC and FPR@95
+    (mean ± std over seeds; and false-alarm rates), flagged detectors below a separator with their
+    reasons, and the AUROC of every detector on every test set, as GitHub tables."""
     from tabulate import tabulate
 
-    lb = leaderboard(df, record)
+    lb = leaderboard(df, record, summ)
     suite = df["suite"].iloc[0] if len(df) else "?"
     lines = [f"# Leaderboard: {suite}", ""]
+    seeds = sorted({int(s) for s in df["seed"].unique()})
     if record:
-        seeds = sorted({int(s) for s in df["seed"].unique()})
         lines += [f"Model `{record.get('model', '?')}`, seeds {seeds}, device `{record.get('device', '?')}`. "
-                  "Values in %, OOD positive; FPR@95 = ID flagged at 95 % OOD detected "
-                  "(OpenOOD v1.5 / pytorch-ood 0.4.0). Group values are unweighted means over the group's "
-                  "test sets; ± is the std over seeds. Produced by `oodbench run`; do not edit.", ""]
+                  + NOTE + " Produced by `oodbench run`; do not edit.", ""]
     acc = df[(df["metric"] == "accuracy") & (df["status"] == "ok")]
     if len(acc):
-        a = acc.groupby("test_set")["value"].agg(["mean", lambda v: v.std(ddof=0)])
+        a = acc.groupby("test_set")["value"].agg(["mean", lambda v: v.std(ddof=1)])
         lines += ["Classifier accuracy: " + ", ".join(
             f"{t} {pct(m, s if len(acc['seed'].unique()) > 1 else None)}" for t, (m, s) in a.iterrows()) + "", ""]
     if not lb.empty:
         cols = [(f"{g}:{m}", f"{g} {label}") for g in GROUPS for m, label in (("auroc", "AUROC"), ("fpr95", "FPR@95"))]
         cols += [(c, c) for c in lb.columns if c.startswith("false_alarm@") and not c.endswith(":std")]
-        table = []
+        ranks = [f"{g}:rank" for g in GROUPS if f"{g}:rank" in lb]
+        headers = ["library", "detector", *[c.replace(":", " ") for c in ranks], *[h for _, h in cols]]
+        table, sep = [], False
         for _, r in lb.iterrows():
+            if r["status"] == "ok" and r["flag"] and not sep:
+                table.append(["**flagged: not ranked**"] + [""] * (len(headers) - 1))
+                sep = True
             if r["status"] == "ok":
-                table.append([r["library"], r["detector"], *[pct(r[c], r[f"{c}:std"]) for c, _ in cols]])
+                table.append([r["library"], r["detector"], *[r[c] or ("flag" if r["flag"] else "–") for c in ranks],
+                              *[pct(r[c], r[f"{c}:std"]) for c, _ in cols]])
             else:
-                table.append([r["library"], r["detector"], "failed: " + r["error"][:120]] + [""] * (len(cols) - 1))
-        lines.append(tabulate(table, headers=["library", "detector", *[h for _, h in cols]], tablefmt="github"))
+                table.append([r["library"], r["detector"], "failed: " + r["error"][:120]] + [""] * (len(headers) - 3))
+        lines.append(tabulate(table, headers=headers, tablefmt="github", disable_numparse=True))
         lines.append("")
+        flagged = lb[(lb["status"] == "ok") & (lb["flag"] != "")]
+        if len(flagged):
+            lines += ["Flagged detectors:", ""] + [f"* `{r['detector']}` ({r['flag']}): {r['flag_reason']}"
+                                                   for _, r in flagged.iterrows()] + [""]
     # per-set AUROC
     per = df[(df["metric"] == "auroc") & (df["status"] == "ok") & ~df["test_set"].str.endswith("-mean")]
     if len(per):
@@ -166,7 +170,7 @@ def leaderboard_markdown(df: pd.DataFrame, record: dict | None = None) -> str:
         piv = per.groupby(["detector", "test_set"])["value"].mean().unstack()[order]
         if not lb.empty:
             piv = piv.reindex([d for d in lb["detector"] if d in piv.index])
-        lines += ["## AUROC per test set (%)", "",
+        lines += ["## AUROC per test set (%, mean over seeds)", "",
                   tabulate([[d, *[pct(v) for v in r]] for d, r in piv.iterrows()],
                            headers=["detector", *order], tablefmt="github"), ""]
     return "\n".join(lines)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import pandas as pd
 
 from oodbench.benchmark.evaluation.results import GROUPS
+from oodbench.benchmark.evaluation import summary
 from oodbench.benchmark.reporting import deployment
+from oodbench.benchmark.reporting.cd_diagram import fig_cd
 from oodbench.benchmark.reporting.documents import Doc
 from oodbench.benchmark.reporting.figures import fig_heatmap, fig_hist, fig_roc, fig_speed
 from oodbench.benchmark.reporting.formatting import ci_str, num, pct, yes_no
@@ -22,20 +24,28 @@ from oodbench.benchmark.reporting.tables import (accuracy, detector_ease_rows, l
 
 NOTE_SIGN = ("Values in %, OOD is the positive class; FPR@95 = fraction of ID flagged at the first threshold "
              "where 95 % of OOD is detected (OpenOOD v1.5 / pytorch-ood 0.4.0). Group values are unweighted "
-             "means over the group's test sets; ± is the standard deviation over seeds.")
-NOTE_CI = ("CI: 95 % stratified bootstrap percentile interval per test set (from results.csv), averaged over "
-           "seeds; for a group, the mean of its test sets' bounds — conservative (at least as wide as the "
-           "interval of the mean when test sets are independent).")
+             "means over the group's test sets, averaged over seeds; ± is the standard deviation over seeds "
+             "(ddof = 1), omitted with a single seed.")
+NOTE_CI = ("CI: 95 % two-level bootstrap interval of the mean over seeds (`summary.csv`): seeds resampled, and "
+           "within each seed a normal draw with the standard error of that seed's stratified bootstrap interval "
+           "over the test samples (for a group mean without its own interval, the mean of its sets' errors: "
+           "conservative). With one seed it is the within-seed interval alone. Rank: AUROC rank range in the "
+           "group — the best and every detector not significantly worse than it (one-sided tests on the "
+           "bootstrap of the difference, Holm-corrected at 0.05) share a range; then the same on the rest. "
+           "Flagged detectors are listed below the separator and are not ranked among the others.")
 
 
 def suite_report(res: SuiteResults, ease: dict | None = None) -> Doc:
     """The whole report of one suite from its results files (``ease``: the content of ease.json, if any)."""
     doc = Doc(f"OOD benchmark report: {res.suite}")
-    lb = leaderboard(res.df, res.record)
+    summ = summary.summarise(res.df, paired=summary.paired_from_curves(res.curves))
+    lb = leaderboard(res.df, res.record, summ)
     _run_facts(doc, res)
     dets_ok = _leaderboard_section(doc, lb)
+    _flags_section(doc, summ)
     _per_set_section(doc, res, dets_ok)
     doc.h2("Figures", "figures")
+    _cd_section(doc, res, lb)
     doc.image("auroc_heatmap.png", fig_heatmap(res, dets_ok), "AUROC heatmap: detectors × test sets")
     doc.image("roc_groups.png", fig_roc(res, dets_ok, per_test_set=False),
               "ROC curves per OOD group (TPR averaged over the group's test sets and seeds)")
@@ -82,11 +92,15 @@ def _leaderboard_section(doc: Doc, lb: pd.DataFrame) -> list[str]:
     doc.p("Sorted by near-OOD AUROC. In the HTML page, click a column header to sort by it. " + NOTE_CI)
     headers = ["library", "detector"]
     for g in GROUPS:
-        headers += [f"{g} AUROC", f"{g} AUROC CI", f"{g} FPR@95"]
+        headers += [f"{g} rank", f"{g} AUROC", f"{g} AUROC CI", f"{g} FPR@95"]
     headers += ["fit s", "samples/s", "peak MB", "status"]
     rows, keys = [], []
-    dets_ok = []
+    dets_ok, sep = [], False
     for _, r in lb.iterrows():
+        if r["status"] == "ok" and r["flag"] and not sep:
+            rows.append(["**flagged: not ranked**"] + [""] * (len(headers) - 1))
+            keys.append([None] * len(headers))
+            sep = True
         if r["status"] != "ok":
             rows.append([r["library"], r["detector"]] + ["–"] * (len(headers) - 3) + ["failed: " + r["error"][:160]])
             keys.append([r["library"], r["detector"]] + [None] * (len(headers) - 3) + ["failed"])
@@ -94,12 +108,16 @@ def _leaderboard_section(doc: Doc, lb: pd.DataFrame) -> list[str]:
         dets_ok.append(r["detector"])
         row, key = [r["library"], r["detector"]], [r["library"], r["detector"]]
         for g in GROUPS:
-            row += [pct(r.get(f"{g}:auroc"), r.get(f"{g}:auroc:std")),
+            rank = r.get(f"{g}:rank") or ("flag" if r["flag"] else "–")
+            row += [rank, pct(r.get(f"{g}:auroc"), r.get(f"{g}:auroc:std")),
                     ci_str(r.get(f"{g}:auroc:lo"), r.get(f"{g}:auroc:hi")),
                     pct(r.get(f"{g}:fpr95"), r.get(f"{g}:fpr95:std"))]
-            key += [r.get(f"{g}:auroc"), r.get(f"{g}:auroc:lo"), r.get(f"{g}:fpr95")]
-        row += [num(r.get("fit_seconds")), num(r.get("throughput_per_s")), num(r.get("peak_python_mb")), "ok"]
-        key += [r.get("fit_seconds"), r.get("throughput_per_s"), r.get("peak_python_mb"), "ok"]
+            first = rank.split("–")[0]
+            key += [int(first) if first.isdigit() else None, r.get(f"{g}:auroc"), r.get(f"{g}:auroc:lo"),
+                    r.get(f"{g}:fpr95")]
+        row += [num(r.get("fit_seconds")), num(r.get("throughput_per_s")), num(r.get("peak_python_mb")),
+                "flagged: " + r["flag"] if r["flag"] else "ok"]
+        key += [r.get("fit_seconds"), r.get("throughput_per_s"), r.get("peak_python_mb"), r["flag"] or "ok"]
         rows.append(row)
         keys.append(key)
     doc.table(headers, rows, keys, sortable=True, tid="leaderboard")
@@ -111,6 +129,37 @@ def _leaderboard_section(doc: Doc, lb: pd.DataFrame) -> list[str]:
     doc.h3("AUPR by group")
     doc.table(headers, rows)
     return dets_ok
+
+
+def _flags_section(doc: Doc, summ: pd.DataFrame) -> None:
+    """Every flagged (detector, group) with its reasons (see :mod:`oodbench.benchmark.evaluation.summary`)."""
+    fl = summ[(summ["flag"] != "") & summ["test_set"].str.endswith("-mean") & (summ["metric"] == "auroc")]
+    doc.h2("Flagged detectors", "flags")
+    if fl.empty:
+        doc.p("No (detector, group) is flagged: no AUROC interval lies entirely below 50 %, no detector gives "
+              "constant scores or p-values without false alarms at α = 0.10, none is declared not applicable.")
+        return
+    doc.p("Flagged (detector, group) pairs are shown apart in the leaderboard and never ranked with the others. "
+          "`inverted`: the group's AUROC interval lies entirely below 50 %; `degenerate`: constant scores (AUROC "
+          "exactly 50 % with FPR@95 = 100 % on every test set, or a recorded score std of 0) or p-values with no "
+          "false alarm at α = 0.10 on ID test; `not_applicable`: the adapter declares that the classifier lacks "
+          "what the method needs.")
+    doc.table(["detector", "group", "AUROC", "95 % CI", "flag", "reason"],
+              [[r["detector"], r["group"], pct(r["mean"], r["std"]), ci_str(r["ci_low"], r["ci_high"]), r["flag"],
+                r["flag_reason"]] for _, r in fl.sort_values(["detector", "group"], kind="mergesort").iterrows()])
+
+
+def _cd_section(doc: Doc, res: SuiteResults, lb: pd.DataFrame) -> None:
+    """The critical-difference diagram over (test set × seed) blocks of the detectors flagged nowhere."""
+    flagged = set(lb.loc[(lb["status"] == "ok") & (lb["flag"] != ""), "detector"]) if "flag" in lb else set()
+    png, st = fig_cd(res.df, exclude=flagged)
+    if png is None:
+        return
+    doc.image("cd_diagram.png", png, "Critical-difference diagram: average AUROC rank (Friedman + Nemenyi)")
+    doc.p(f"Friedman test over N = {st['N']} blocks (test set × seed) and k = {st['k']} detectors (those flagged "
+          f"in no group): χ² = {st['chi2']:.1f}, p = {st['p_chi2']:.2g}; Iman–Davenport F = {st['F']:.2f}, "
+          f"p = {st['p_F']:.2g}. Nemenyi critical difference at α = {st['alpha']}: {st['cd']:.2f} ranks "
+          "(Demšar 2006). Detectors joined by a bar are not significantly different.")
 
 
 def _per_set_section(doc: Doc, res: SuiteResults, dets: list[str]) -> None:

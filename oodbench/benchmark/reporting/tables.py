@@ -29,7 +29,7 @@ def per_set(res: SuiteResults, metric: str) -> pd.DataFrame:
     if p.empty:
         return pd.DataFrame()
     g = p.groupby(["detector", "test_set"])
-    tab = pd.DataFrame({"value": g["value"].mean(), "std": g["value"].std(ddof=0), "lo": g["ci_low"].mean(),
+    tab = pd.DataFrame({"value": g["value"].mean(), "std": g["value"].std(ddof=1), "lo": g["ci_low"].mean(),
                         "hi": g["ci_high"].mean()})
     return tab
 
@@ -49,7 +49,7 @@ def accuracy(res: SuiteResults) -> list[tuple[str, float, float]]:
         return []
     order = ["id"] + set_order(res)
     g = acc.groupby("test_set")["value"]
-    m, s = g.mean(), g.std(ddof=0)
+    m, s = g.mean(), g.std(ddof=1)
     return [(t, float(m[t]), float(s[t]) if len(res.seeds) > 1 else float("nan")) for t in order if t in m.index]
 
 
