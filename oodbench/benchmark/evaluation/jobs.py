@@ -179,7 +179,8 @@ def _score_job(job: Job, ctx: RunContext, s: Session, res: JobResult) -> None:
     res.record = {**out.meta, "info": cls.info.as_dict(), "versions": versions()}
     if tuned is not None:
         res.record["tuning"] = tuned.as_dict()
-    res.curves = {name: rowsmod.curves(s.data.tests, out.scores)}
+    res.curves = {name: {**rowsmod.curves(s.data.tests, out.scores),
+                         "paired": rowsmod.paired_replicates(s.data.tests, out.scores, seed)}}
     res.rows = rowsmod.detector_rows(ctx.base(seed), lib, name, s.data.tests, out.scores, out.pvalues, o.n_boot,
                                      seed)
     dep_rows, dep_curves = rowsmod.deployment_rows(ctx.base(seed), lib, name, s, out, o.n_boot, seed)
