@@ -1,0 +1,204 @@
+"""Suite files, users' own classifiers and the Python API (issue 16, items 1-4).
+
+The example (examples/own_model: image folders + a TorchScript CNN) is made in a temporary folder; no
+download, tiny images, two logit detectors and no bootstrap keep this file fast."""
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "own_model"
+DETS = ["pytorch_ood.msp", "pytorch_ood.energy"]
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """The example's folder: images, model.pt and suite.toml."""
+    folder = tmp_path_factory.mktemp("own_model")
+    spec = importlib.util.spec_from_file_location("make_example", EXAMPLE / "make_example.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(folder)
+    shutil.copy(EXAMPLE / "suite.toml", folder / "suite.toml")
+    return folder
+
+
+def _cli(args, capsys):
+    from oodbench.benchmark.cli import main
+
+    rc = main(args)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_cli_and_python_api_give_the_same_results_table(example, cache_dir, tmp_path, capsys):
+    import oodbench
+
+    rc, out, err = _cli(["run", str(example / "suite.toml"), "--detectors", *DETS, "--bootstrap", "0", "-q",
+                         "--cache-dir", str(cache_dir), "--out", str(tmp_path / "cli")], capsys)
+    assert rc == 0, err
+    img = example / "images"
+    res = oodbench.evaluate(example / "model.pt", fit=img / "fit", cal=img / "cal", id_test=img / "test",
+                            tests={"dim": (img / "dim", "covariate"), "stripes": (img / "stripes", "far")},
+                            detectors=DETS, name="own-model-example", input_size=(16, 16), n_boot=0,
+                            cache_dir=cache_dir, write=True, out=tmp_path / "api")
+    cli = pd.read_csv(tmp_path / "cli" / "results.csv")
+    api = pd.read_csv(tmp_path / "api" / "results.csv")
+    cli = cli[cli.test_set != "blur"]  # the suite file also has a built-in shift (not in the API call)
+    cli = cli[~((cli.test_set == "covariate-mean"))]
+    api = api[api.test_set != "covariate-mean"]
+    key = ["detector", "test_set", "metric"]
+    pd.testing.assert_frame_equal(cli.sort_values(key).reset_index(drop=True),
+                                  api.sort_values(key).reset_index(drop=True))
+    acc = api[api.metric == "accuracy"].set_index("test_set").value
+    assert set(acc.index) == {"id", "dim"} and acc["id"] > 0.9  # stripes has no labels: no accuracy row
+    rec = res.record
+    assert rec["models"][0]["sha256"] and rec["models"][0]["key"].startswith("user-")
+    assert set(rec["data_checksums"]) >= {"id_test", "dim", "stripes"}
+    suite = oodbench.Suite.from_file(example / "suite.toml")
+    assert suite.name == "own-model-example" and [t["name"] for t in suite.declaration["tests"]] == [
+        "dim", "stripes", "blur"]
+
+
+def test_every_detector_kind_runs_on_a_torchscript_model(example, cache_dir):
+    """Features (input of the last linear), taps (top-level blocks) and the model (gradients, fc head)."""
+    import oodbench
+
+    res = oodbench.Suite.from_file(example / "suite.toml").evaluate(
+        detectors=["pytorch_ood.mahalanobis", "pytorch_ood.react", "pytorch_ood.odin", "stattest"], n_boot=0,
+        cache_dir=cache_dir)
+    assert not res.record["failures"], res.record["failures"]
+    assert res.record["models"][0]["fc_head"] is True
+    assert res.record["models"][0]["taps"] == ["taps.0", "taps.3"]
+
+
+def _write(folder: Path, text: str) -> Path:
+    p = folder / "bad.toml"
+    p.write_text(text)
+    return p
+
+
+GOOD = """name = "bad"
+[id]
+fit_path = "images/fit"
+cal_path = "images/cal"
+test_path = "images/test"
+[model]
+torchscript = "model.pt"
+input_size = [16, 16]
+[[tests]]
+name = "stripes"
+group = "far"
+path = "images/stripes"
+"""
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda s: s.replace('[model]\ntorchscript = "model.pt"\ninput_size = [16, 16]\n', ""),
+     "model: missing (required: name, id, model, tests)"),
+    (lambda s: s.replace('[model]\n', '[model]\ncolour = "red"\n'), "model.colour: unknown key (known keys: arch"),
+    (lambda s: s.replace('group = "far"', 'group = "middle"'),
+     "tests[0] (stripes).group: expected one of near, far, covariate, got 'middle'"),
+    (lambda s: s.replace('input_size = [16, 16]', 'input_size = 16'), "model.input_size: expected an array, got 16"),
+    (lambda s: s.replace('path = "images/stripes"', 'path = "images/nowhere"'),
+     "tests[0] (stripes).path: expected an image folder or an .npz file;"),
+])
+def test_bad_suite_file_gives_one_clear_error(example, cache_dir, capsys, edit, expected):
+    bad = _write(example, edit(GOOD))
+    rc, out, err = _cli(["run", str(bad), "--detectors", *DETS, "-q", "--cache-dir", str(cache_dir)], capsys)
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith(f"oodbench: error: {bad}: {expected}"), err
+
+
+def _run_bad(folder, text, cache_dir, capsys):
+    bad = _write(folder, text)
+    rc, out, err = _cli(["run", str(bad), "--detectors", *DETS, "-q", "--bootstrap", "0", "--cache-dir",
+                         str(cache_dir), "--out", str(folder / "out")], capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    return err
+
+
+def test_unreadable_image_is_named(example, cache_dir, capsys, tmp_path):
+    shutil.copytree(example / "images" / "stripes", tmp_path / "junk")
+    (tmp_path / "junk" / "0005.png").write_bytes(b"not a png at all")
+    err = _run_bad(example, GOOD.replace('"images/stripes"', f'"{tmp_path / "junk"}"'), cache_dir, capsys)
+    assert f"unreadable image {tmp_path / 'junk' / '0005.png'}" in err
+
+
+def test_mismatched_channels(example, cache_dir, capsys):
+    err = _run_bad(example, GOOD.replace('test_path = "images/test"\n', 'test_path = "images/test"\nchannels = 1\n'),
+                   cache_dir, capsys)
+    assert "mismatched channels: the model's first convolution takes 3 channel(s), the ID images have 1" in err
+
+
+def test_model_output_must_be_n_by_classes(example, cache_dir, capsys):
+    (example / "badnets.py").write_text(
+        "import torch.nn as nn\n\n\ndef five():\n    return nn.Sequential(nn.Flatten(), nn.Linear(768, 5))\n")
+    err = _run_bad(example, GOOD.replace('torchscript = "model.pt"', 'factory = "badnets:five"'), cache_dir, capsys)
+    assert "model output has shape (8, 5) for 8 images; expected (N, classes) = (8, 3)" in err
+    sys.modules.pop("badnets", None)
+
+
+def _digits(folder: Path, x, y, size, rgb):
+    from PIL import Image
+
+    for i, (im, c) in enumerate(zip(x, y)):
+        d = folder / str(c)
+        d.mkdir(parents=True, exist_ok=True)
+        im = Image.fromarray(im).resize((size, size), Image.BILINEAR)
+        (im.convert("RGB") if rgb else im).save(d / f"{i}.png")
+
+
+@pytest.mark.slow
+def test_mnist_lenet_with_two_folder_test_sets(data_dir, cache_dir, tmp_path, capsys):
+    """dataset = "mnist", arch = "lenet", a labelled covariate folder and a far folder (other sizes, RGB, JPEG)."""
+    from PIL import Image
+
+    from oodbench.benchmark.data import load
+
+    test = load("mnist", "test", data_dir)
+    rng = np.random.default_rng(1)
+    idx = rng.choice(len(test), 120, replace=False)
+    _digits(tmp_path / "thick", 255 - test.x[idx], test.y[idx], 40, rgb=True)  # inverted, 40x40 RGB
+    (tmp_path / "noise").mkdir()
+    for i in range(80):
+        s = int(rng.integers(20, 60))
+        Image.fromarray(rng.integers(0, 256, (s, s, 3), dtype=np.uint8)).save(tmp_path / "noise" / f"{i}.jpg")
+    suite = tmp_path / "heldout.toml"
+    suite.write_text(f"""name = "heldout"
+max_test = 200
+[id]
+dataset = "mnist"
+[model]
+arch = "lenet"
+recipe = "smoke"
+[splits]
+train = 2000
+fit = 300
+cal = 300
+[[tests]]
+name = "inverted-digits"
+group = "covariate"
+path = "{tmp_path / 'thick'}"
+labels = true
+[[tests]]
+name = "noise-photos"
+group = "far"
+path = "{tmp_path / 'noise'}"
+""")
+    rc, out, err = _cli(["run", str(suite), "--data-dir", str(data_dir), "--cache-dir", str(cache_dir), "--detectors",
+                         *DETS, "--bootstrap", "0", "-q", "--out", str(tmp_path / "out")], capsys)
+    assert rc == 0, err
+    df = pd.read_csv(tmp_path / "out" / "results.csv")
+    acc = df[df.metric == "accuracy"]
+    assert set(acc.test_set) == {"id", "inverted-digits"}
+    auroc = df[df.metric == "auroc"]
+    for det in DETS:
+        got = set(auroc[auroc.detector == det].test_set)
+        assert {"inverted-digits", "noise-photos"} <= got, (det, got)
+    assert (df.status == "ok").all()
