@@ -20,10 +20,7 @@ DETS = ["pytorch_ood.msp", "pytorch_ood.energy"]
 def example(tmp_path_factory):
     """The example's folder: images, model.pt and suite.toml."""
     folder = tmp_path_factory.mktemp("own_model")
-    spec = importlib.util.spec_from_file_location("make_example", EXAMPLE / "make_example.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.main(folder)
+    _make_example_module().main(folder)
     shutil.copy(EXAMPLE / "suite.toml", folder / "suite.toml")
     return folder
 
@@ -75,6 +72,55 @@ def test_every_detector_kind_runs_on_a_torchscript_model(example, cache_dir):
     assert not res.record["failures"], res.record["failures"]
     assert res.record["models"][0]["fc_head"] is True
     assert res.record["models"][0]["taps"] == ["taps.0", "taps.3"]
+
+
+def _make_example_module():
+    spec = importlib.util.spec_from_file_location("make_example", EXAMPLE / "make_example.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_api_takes_arrays_tensors_datasets_and_an_nn_module(example, cache_dir):
+    """An nn.Module (forward hooks) with the TorchScript file's weights scores as the TorchScript file does
+    (graph outputs), on arrays, tensors and a torch dataset holding the folders' images."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    import oodbench
+    from oodbench.benchmark.data import user_images
+
+    img, shape = example / "images", (16, 16, 3)
+    sets = {k: user_images.load({"path": str(img / k)}, shape, k, labels=k != "stripes")
+            for k in ("fit", "cal", "test", "stripes")}
+    net = _make_example_module().net()
+    net.load_state_dict(torch.jit.load(str(example / "model.pt")).state_dict())
+    as_tensor = torch.tensor(sets["cal"].x).permute(0, 3, 1, 2).float() / 255
+    dataset = TensorDataset(torch.tensor(sets["test"].x), torch.tensor(sets["test"].y))
+    kw = dict(detectors=DETS + ["pytorch_ood.mahalanobis"], n_boot=0, cache_dir=cache_dir)
+    mine = oodbench.evaluate(net, fit=(sets["fit"].x, sets["fit"].y), cal=(as_tensor, torch.tensor(sets["cal"].y)),
+                             id_test=dataset, tests={"stripes": (sets["stripes"].x, "far")}, **kw)
+    ref = oodbench.evaluate(example / "model.pt", fit=img / "fit", cal=img / "cal", id_test=img / "test",
+                            tests={"stripes": (img / "stripes", "far")}, input_size=(16, 16), **kw)
+    assert mine.record["models"][0]["key"] != ref.record["models"][0]["key"]
+    a, b = (r.table.sort_values(["detector", "test_set", "metric"]).value.to_numpy() for r in (mine, ref))
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_a_detector_the_model_cannot_serve_is_reported_not_applicable(example, cache_dir):
+    """Features named as a module's output: the last linear layer is no longer the head, so ReAct (which needs
+    it) fails with the reason, and the feature detectors still run."""
+    import oodbench
+
+    img = example / "images"
+    res = oodbench.evaluate(example / "model.pt", fit=img / "fit", cal=img / "cal", id_test=img / "test",
+                            tests={"stripes": (img / "stripes", "far")}, input_size=(16, 16), features="5",
+                            detectors=["pytorch_ood.react", "pytorch_ood.mahalanobis"], n_boot=0,
+                            cache_dir=cache_dir)
+    fails = {f["detector"]: f["error"] for f in res.record["failures"]}
+    assert list(fails) == ["pytorch_ood.react"]
+    assert "not applicable to this model" in fails["pytorch_ood.react"] and "output of '5'" in fails[
+        "pytorch_ood.react"]
 
 
 def _write(folder: Path, text: str) -> Path:

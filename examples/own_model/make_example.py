@@ -95,4 +95,5 @@ def main(folder) -> Path:
 
 
 if __name__ == "__main__":
-    print(f"wrote the example's images and model.pt in {main(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent)}")
+    out = main(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent)
+    print(f"wrote the example's images and model.pt in {out}")

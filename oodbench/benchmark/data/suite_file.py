@@ -122,7 +122,8 @@ def declare(raw: dict, file: Path) -> dict:
     c = _Checker(Path(file))
     c.table(raw, TOP, "", required=("name", "id", "model", "tests"))
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", raw["name"]):
-        c.fail("name", f"expected letters, digits, '.', '_', '+' or '-' (it names the results folder), got {raw['name']!r}")
+        c.fail("name", "expected letters, digits, '.', '_', '+' or '-' (it names the results folder), "
+                       f"got {raw['name']!r}")
     idd = c.table(raw["id"], ID, "id")
     mod = c.table(raw["model"], MODEL, "model")
     splits = c.table(raw.get("splits", {}), SPLITS, "splits")
@@ -155,7 +156,8 @@ def _id_source(c: _Checker, idd: dict, kind: str):
         name = idd["dataset"]
         trainable = [n for n, d in datamod.DATASETS.items() if "train" in d["splits"]]
         if name not in trainable:
-            c.fail("id.dataset", f"expected a built-in set with a training split ({', '.join(trainable)}), got {name!r}")
+            c.fail("id.dataset", f"expected a built-in set with a training split ({', '.join(trainable)}), "
+                                 f"got {name!r}")
         shape = datamod.DATASETS[name]["shape"]
         return {"dataset": name}, (3 if len(shape) == 3 else 1), shape[:2], None
     if kind == "path":
@@ -285,7 +287,11 @@ def _tests(c: _Checker, tests: list, suite: dict) -> list:
         elif kind == "dataset":
             c.only_with(t, ("severity", "labels"), "path or shift", where)
             if t["dataset"] not in datamod.DATASETS:
-                c.fail(f"{where}.dataset", f"expected a built-in set ({', '.join(datamod.DATASETS)}), got {t['dataset']!r}")
+                c.fail(f"{where}.dataset", f"expected a built-in set ({', '.join(datamod.DATASETS)}), "
+                                           f"got {t['dataset']!r}")
+            if t["group"] == "covariate" and t["dataset"] != suite["id"]:
+                c.fail(f"{where}.group", f"{t['dataset']!r} has no ID labels, so it cannot be a covariate shift of "
+                                         f"the ID set: use near or far, or shift = ... for a shift of the ID test set")
             if "n" in t and t["dataset"] not in ("gaussian", "uniform"):
                 c.fail(f"{where}.n", "only allowed with dataset = 'gaussian' or 'uniform'")
             d.update(dataset=t["dataset"], **({"n": t["n"]} if "n" in t else {}))
