@@ -123,6 +123,59 @@ def test_a_detector_the_model_cannot_serve_is_reported_not_applicable(example, c
         "pytorch_ood.react"]
 
 
+def test_torchscript_scripted_and_traced_give_the_hooked_modules_features(tmp_path):
+    """A residual net with its last linear layer inside a head nn.Sequential: the TorchScript graph path
+    (scripted and traced) gives the same logits, features and taps as forward hooks on the nn.Module."""
+    import warnings
+    from types import SimpleNamespace
+
+    import torch
+    import torch.nn as nn
+
+    from oodbench.benchmark.data import ImageSet
+    from oodbench.benchmark.models import user_model
+
+    class Block(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+        def forward(self, x):
+            return torch.relu(self.conv(x)) + x
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.layer1, self.layer2 = nn.Conv2d(1, 4, 3, padding=1), Block(4), Block(4)
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 10))
+
+        def forward(self, x):
+            return self.head(self.layer2(self.layer1(self.stem(x))).mean((2, 3), keepdim=True))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = np.random.default_rng(0).integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    fit = ImageSet("fit", x, np.arange(12) % 10, "c", [str(i) for i in range(10)])
+    data = SimpleNamespace(fit=fit, id_test=fit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(net).save(str(tmp_path / "scripted.pt"))
+        torch.jit.trace(net, torch.rand(2, 1, 28, 28)).save(str(tmp_path / "traced.pt"))
+    ref, meta = user_model.load({"object": user_model.register(net), "name": "net"}, data)
+    assert meta["features"] == "input of head.3" and meta["fc_head"]
+    assert meta["taps"] == ["taps.stem", "taps.layer1", "taps.layer2"]
+    xt = torch.rand(5, 1, 28, 28)
+    want = ref.forward_features(xt)
+    for f in ("scripted.pt", "traced.pt"):
+        m, meta_f = user_model.load({"torchscript": str(tmp_path / f), "name": "net"}, data)
+        assert meta_f["taps"] == meta["taps"] and meta_f["fc_head"]
+        for a, b in zip(want, m.forward_features(xt)):
+            torch.testing.assert_close(a, b)
+    m, meta_f = user_model.load({"torchscript": str(tmp_path / "scripted.pt"), "name": "net",
+                                 "features": "layer2"}, data)
+    assert meta_f["feature_dim"] == 4 and not meta_f["fc_head"]
+
+
 def _write(folder: Path, text: str) -> Path:
     p = folder / "bad.toml"
     p.write_text(text)

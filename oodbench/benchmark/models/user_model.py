@@ -13,8 +13,9 @@ taps or the model itself all run. What is taken from the network, by module name
 
 An ``nn.Module`` is read through forward hooks. A TorchScript module cannot take hooks, so its top-level
 graph is extended to return the inputs and outputs of its top-level modules: with TorchScript, ``features``
-and ``taps`` name top-level modules. The sha256 of the checkpoint file (the TorchScript file or the weights;
-of the parameters otherwise) is part of the model key, hence of every feature and score cache key.
+and ``taps`` name top-level modules or members of top-level ``nn.Sequential`` containers. The sha256 of the
+checkpoint file (the TorchScript file or the weights; of the parameters otherwise) is part of the model key,
+hence of every feature and score cache key.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import hashlib
 import importlib
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -69,7 +71,9 @@ def load_net(spec: dict) -> tuple[nn.Module, str, str]:
     if "torchscript" in spec:
         p = spec["torchscript"]
         try:
-            net = torch.jit.load(p, map_location="cpu")
+            with warnings.catch_warnings():  # torch.jit is deprecated in new torch versions but still works
+                warnings.simplefilter("ignore", FutureWarning)
+                net = torch.jit.load(p, map_location="cpu")
         except Exception as e:  # not a TorchScript archive, truncated, saved by torch.save
             raise ModelError(f"model.torchscript: {p} cannot be loaded as TorchScript ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}); save it with torch.jit.save") from e
@@ -131,7 +135,9 @@ class _Hooks:
 
 
 class _Graph:
-    """Inputs / outputs of top-level modules of a TorchScript module: its forward graph, copied, returns them too."""
+    """Inputs / outputs of modules of a TorchScript module, which takes no hooks: its forward graph, copied,
+    also returns the inputs and outputs of its top-level modules; a module inside top-level ``nn.Sequential``
+    containers (e.g. ``head.3``) is reached by running the container's earlier members on its input."""
 
     def __init__(self, net, wanted: list[tuple[str, str]]):
         g = net.forward.graph.copy()
@@ -142,22 +148,50 @@ class _Graph:
                 owner = node.inputsAt(0).node()
                 if owner.kind() == "prim::GetAttr" and owner.inputsAt(0).debugName() == me.debugName():
                     calls[owner.s("name")] = (node.inputsAt(1), node.output())  # the last call wins
-        missing = sorted({n for n, _ in wanted if n not in calls})
+        self.top = sorted({(n.split(".")[0], "in" if "." in n else io_) for n, io_ in wanted})
+        missing = sorted({n for n, _ in self.top if n not in calls})
         if missing:
             raise ModelError(f"model: the TorchScript forward calls no top-level module {missing}; TorchScript "
-                             f"modules expose their top-level modules only: {sorted(calls)} (or give a factory)")
+                             f"modules expose their top-level modules (and members of top-level nn.Sequential "
+                             f"containers): {sorted(calls)}. Name them in model.features / model.taps, or give a "
+                             "factory")
+        self.modules = dict(net.named_modules())
+        for n, _ in wanted:  # a nested module: every container on the way must be an nn.Sequential
+            parts = n.split(".")
+            for i in range(1, len(parts)):
+                if _kind(self.modules[".".join(parts[:i])]) != "Sequential":
+                    raise ModelError(f"model: {n!r} is inside {'.'.join(parts[:i])!r}, which is not an nn.Sequential; "
+                                     "in a TorchScript module name a top-level module or a member of a top-level "
+                                     "nn.Sequential (or give a factory)")
         ret = g.return_node()
-        values = [ret.inputsAt(0)] + [calls[n][0 if io_ == "in" else 1] for n, io_ in wanted]
-        tup = g.create("prim::TupleConstruct", values)
-        tup.insertBefore(ret)
-        tup.output().setType(torch._C.TupleType([v.type() for v in values]))
-        ret.replaceInput(0, tup.output())
-        self.fn = torch._C._create_function_from_graph("oodbench_forward_taps", g)
+        values = [ret.inputsAt(0)] + [calls[n][0 if io_ == "in" else 1] for n, io_ in self.top]
+        try:
+            tup = g.create("prim::TupleConstruct", values)
+            tup.insertBefore(ret)
+            tup.output().setType(torch._C.TupleType([v.type() for v in values]))
+            ret.replaceInput(0, tup.output())
+            self.fn = torch._C._create_function_from_graph("oodbench_forward_taps", g)
+        except Exception as e:  # torch's graph API is internal: say so rather than fail obscurely
+            raise ModelError(f"model: cannot extend this TorchScript graph to return features and taps "
+                             f"({type(e).__name__}: {e}); give a factory + weights instead") from e
         self.net, self.wanted = net, wanted
+
+    def _nested(self, name: str, io_: str, t):
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            container = self.modules[".".join(parts[:i])]
+            for child_name, child in container.named_children():
+                if child_name == parts[i]:
+                    break
+                t = child(t)
+        return t if io_ == "in" else self.modules[name](t)
 
     def __call__(self, x):
         out = self.fn(self.net._c, x)
-        return out[0], dict(zip(self.wanted, out[1:]))
+        top = dict(zip(self.top, out[1:]))
+        got = {(n, io_): top[(n, io_)] if "." not in n else self._nested(n, io_, top[(n.split(".")[0], "in")])
+               for n, io_ in self.wanted}
+        return out[0], got
 
 
 def _pooled(t: torch.Tensor) -> torch.Tensor:
@@ -173,8 +207,7 @@ class UserClassifier(nn.Module):
         mean, std = spec.get("mean"), spec.get("std")
         self.norm = Normalize(mean or [0.0] * len(std), std or [1.0] * len(mean)) if mean or std else nn.Identity()
         script = _is_script(net)
-        named = [(n, m) for n, m in net.named_modules() if n and (not script or "." not in n)]
-        linears = [n for n, m in named if _kind(m) == "Linear"]
+        linears = [n for n, m in net.named_modules() if n and _kind(m) == "Linear"]
         self.last_linear = linears[-1] if linears else None
         if "features" in spec:
             self.features_from = (spec["features"], "out")
@@ -183,7 +216,8 @@ class UserClassifier(nn.Module):
         else:
             raise ModelError("model: it has no linear layer whose input would be the penultimate features; "
                              "name the module whose output they are in model.features")
-        top = [n for n, m in net.named_children() if any(True for _ in m.parameters()) and n != self.last_linear]
+        head = (self.last_linear or "").split(".")[0]  # the top-level module that holds the last linear layer
+        top = [n for n, m in net.named_children() if any(True for _ in m.parameters()) and n != head]
         self.tap_names = list(spec.get("taps", top))
         wanted = [self.features_from] + [(n, "out") for n in self.tap_names]
         self._capture = _Graph(net, wanted) if script else _Hooks(net, wanted)
