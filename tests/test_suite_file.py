@@ -301,3 +301,30 @@ path = "{tmp_path / 'noise'}"
         got = set(auroc[auroc.detector == det].test_set)
         assert {"inverted-digits", "noise-photos"} <= got, (det, got)
     assert (df.status == "ok").all()
+
+
+def test_id_folder_is_split_with_a_seed_and_npz_test_sets_are_read(example, cache_dir, tmp_path):
+    """id.path alone: a seeded hold-out (a fifth) is the ID test set, the rest split into train / fit / cal;
+    an .npz test set (float images, channels first) is converted to the ID shape; the checksums are content."""
+    import oodbench
+
+    x = np.random.default_rng(0).random((10, 3, 20, 24)).astype(np.float32)
+    np.savez(tmp_path / "noise.npz", x=x)
+    shutil.copytree(example / "images" / "fit", tmp_path / "train")
+    (tmp_path / "s.toml").write_text('name = "split"\n[id]\npath = "train"\n[model]\ntorchscript = "%s"\n'
+                                     'input_size = [16, 16]\n[[tests]]\nname = "noise"\ngroup = "far"\n'
+                                     'path = "noise.npz"\n' % (example / "model.pt"))
+    suite = oodbench.Suite.from_file(tmp_path / "s.toml")
+    assert suite.declaration["splits"] == {"train": 30, "fit": 9, "cal": 9, "seed": 0, "test": 12}
+    d = suite.materialise(cache=cache_dir)
+    assert (len(d.train), len(d.fit), len(d.cal), len(d.id_test)) == (30, 9, 9, 12)
+    assert d.id_test.x.shape[1:] == (16, 16, 3) and d.tests[0].images.x.shape == (10, 16, 16, 3)
+    assert set(d.id_test.y) <= {0, 1, 2} and (d.tests[0].images.y == -1).all()
+    again = oodbench.Suite.from_file(tmp_path / "s.toml").materialise(cache=cache_dir)
+    assert again.checksums == d.checksums
+
+
+def test_labels_need_class_sub_folders(example, cache_dir, capsys):
+    err = _run_bad(example, GOOD.replace('path = "images/stripes"', 'path = "images/stripes"\nlabels = true'),
+                   cache_dir, capsys)
+    assert "images/stripes: labels (of an ID set, or a test set with labels = true) need one sub-folder per class" in err

@@ -8,7 +8,6 @@ entry. Problems raise :class:`UserDataError` naming the file and what is wrong.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +102,6 @@ def load(source: dict, shape: tuple, name: str, id_classes=None, labels: bool = 
     return ImageSet(name, x, y, "user:" + array_digest(x)[:24] + array_digest(y)[:8], list(classes))
 
 
-@lru_cache(maxsize=16)
 def _load_path(path: str, shape: tuple, id_classes: tuple, labels: bool):
     p = Path(path)
     if p.suffix == ".npz":

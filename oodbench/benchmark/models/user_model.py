@@ -309,10 +309,11 @@ def load(spec: dict, data, device="cpu") -> tuple[UserClassifier, dict]:
     except Exception as e:
         raise ModelError(f"the model fails on a batch of ID images of shape {tuple(x.shape)} (float in [0, 1]): "
                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-    n_classes = len(fit.classes) or int(max(fit.y.max(), data.id_test.y.max())) + 1
-    if logits.ndim != 2 or logits.shape[0] != len(x) or logits.shape[1] != n_classes:
+    n_classes = len(fit.classes) or int(max(fit.y.max(), data.id_test.y.max())) + 1  # 0: no ID labels given
+    if logits.ndim != 2 or logits.shape[0] != len(x) or (n_classes and logits.shape[1] != n_classes):
+        want = f"({len(x)}, {n_classes}): one logit per ID class" if n_classes else f"({len(x)}, classes)"
         raise ModelError(f"model output has shape {tuple(logits.shape)} for {len(x)} images; expected (N, classes) "
-                         f"= ({len(x)}, {n_classes}): one logit per ID class")
+                         f"= {want}")
     model.check_head(feats, logits)
     blob = {k: v for k, v in spec.items() if k not in ("torchscript", "weights", "object", "base")}
     key = hashlib.sha256(json.dumps({"sha256": sha, "spec": blob}, sort_keys=True).encode()).hexdigest()[:20]
