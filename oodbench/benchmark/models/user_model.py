@@ -24,7 +24,6 @@ import importlib
 import json
 import sys
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn as nn
