@@ -327,4 +327,29 @@ def test_id_folder_is_split_with_a_seed_and_npz_test_sets_are_read(example, cach
 def test_labels_need_class_sub_folders(example, cache_dir, capsys):
     err = _run_bad(example, GOOD.replace('path = "images/stripes"', 'path = "images/stripes"\nlabels = true'),
                    cache_dir, capsys)
-    assert "images/stripes: labels (of an ID set, or a test set with labels = true) need one sub-folder" in err
+    assert "images/stripes: labels (of an ID set, or a test set with labels = true) need every image in" in err
+
+
+def test_folder_layouts(tmp_path):
+    """Class sub-folders (images at any depth, an empty one still a class); images mixed with folders are one
+    unlabelled set; hidden files and non-image files are skipped."""
+    from PIL import Image
+
+    from oodbench.benchmark.data import user_images
+
+    def img(p):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (5, 7), (200, 10, 10)).save(p)
+
+    img(tmp_path / "a" / "b" / "deep" / "1.PNG")
+    img(tmp_path / "a" / "a" / "2.jpg")
+    (tmp_path / "a" / "c").mkdir()
+    (tmp_path / "a" / "a" / "notes.txt").write_text("not an image")
+    img(tmp_path / "a" / "a" / ".hidden.png")
+    names, files = user_images.folder_layout(tmp_path / "a")
+    assert names == ["a", "b", "c"] and [len(f) for f in files] == [1, 1, 0]
+    img(tmp_path / "a" / "loose.png")
+    names, files = user_images.folder_layout(tmp_path / "a")
+    assert names == [""] and len(files[0]) == 3
+    s = user_images.load({"path": str(tmp_path / "a")}, (4, 4), "x", labels=False)
+    assert s.x.shape == (3, 4, 4) and s.x.dtype == np.uint8 and (s.y == -1).all()

@@ -38,26 +38,27 @@ def register(x: np.ndarray, y: np.ndarray | None = None, classes=()) -> str:
     return key
 
 
-def image_files(folder: Path) -> list[Path]:
-    """The image files (by extension Pillow knows) directly in ``folder``, sorted by name; hidden files skipped."""
+def image_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The image files (by extension Pillow knows) in ``folder`` (and its sub-folders, with ``recursive``),
+    sorted by path; hidden files and folders skipped."""
     from PIL import Image
 
     exts = {e.lower() for e in Image.registered_extensions()}
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() in exts)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in exts
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def folder_layout(folder: Path) -> tuple[list[str], list[list[Path]]]:
-    """``(class names, files per class)`` of an image folder; no sub-folders gives one unnamed class."""
+    """``(class names, files per class)`` of an image folder: one class per sub-folder (its images, at any
+    depth) when every image lies in a sub-folder; otherwise every image under it as one unnamed class."""
     if not folder.is_dir():
         raise UserDataError(f"image folder {folder} does not exist")
     subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    top = image_files(folder)
-    if subs and top:
-        raise UserDataError(f"image folder {folder} mixes images ({top[0].name}, ...) and sub-folders "
-                            f"({subs[0].name}, ...): put every image in a class sub-folder, or none")
-    groups = [(s.name, image_files(s)) for s in subs] if subs else [("", top)]
-    if not sum(len(f) for _, f in groups):
+    groups = [(s.name, image_files(s, recursive=True)) for s in subs]
+    if image_files(folder) or not subs:
+        groups = [("", image_files(folder, recursive=True))]
+    if not sum(len(f) for _, f in groups):  # an empty class sub-folder still names a class
         raise UserDataError(f"image folder {folder} holds no image files")
     return [n for n, _ in groups], [f for _, f in groups]
 
@@ -112,8 +113,8 @@ def _load_path(path: str, shape: tuple, id_classes: tuple, labels: bool):
         return _checked(convert(x, shape), p), y, list(id_classes)
     names, files = folder_layout(p)
     if labels and names == [""]:
-        raise UserDataError(f"image folder {p}: labels (of an ID set, or a test set with labels = true) need one "
-                            f"sub-folder per class" + (f", named as the ID classes {list(id_classes)[:12]}"
+        raise UserDataError(f"image folder {p}: labels (of an ID set, or a test set with labels = true) need every "
+                            f"image in a sub-folder per class" + (f", named as the ID classes {list(id_classes)[:12]}"
                                                         if id_classes else ""))
     index = {c: i for i, c in enumerate(id_classes)} if id_classes else {c: i for i, c in enumerate(names)}
     if labels:
