@@ -65,8 +65,7 @@ class _Checker:
             self.fail(where, f"expected a table, got {type(d).__name__}")
         for k, v in d.items():
             if k not in schema:
-                self.fail(f"{where}{k}" if where.endswith(".") else f"{where}.{k}",
-                          f"unknown key (known keys: {', '.join(schema)})")
+                self.fail(_at(where, k), f"unknown key (known keys: {', '.join(schema)})")
             t = schema[k]
             if not isinstance(v, t) or (t is int and isinstance(v, bool)):
                 self.fail(_at(where, k), f"expected {_TYPE[t]}, got {v!r}")
@@ -171,7 +170,7 @@ def _id_source(c: _Checker, idd: dict, kind: str):
                 c.fail(f"id.{k}", "missing (required with id.fit_path)")
         src = {part: {"path": c.path(idd, f"{part}_path", "id", "images")}
                for part in ("fit", "cal", "test", "train") if f"{part}_path" in idd}
-    first = src.get("path") and {"path": src["path"]} or src["fit"]
+    first = {"path": src["path"]} if "path" in src else src["fit"]
     try:
         (h, w), ch = user_images.probe(first)
     except user_images.UserDataError as e:
