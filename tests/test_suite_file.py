@@ -353,3 +353,9 @@ def test_folder_layouts(tmp_path):
     assert names == [""] and len(files[0]) == 3
     s = user_images.load({"path": str(tmp_path / "a")}, (4, 4), "x", labels=False)
     assert s.x.shape == (3, 4, 4) and s.x.dtype == np.uint8 and (s.y == -1).all()
+
+
+def test_tuned_mode_needs_an_ood_validation_set(example, cache_dir, capsys):
+    rc, out, err = _cli(["run", str(example / "suite.toml"), "--detectors", *DETS, "-q", "--tuning", "tuned",
+                         "--cache-dir", str(cache_dir), "--out", str(example / "tuned")], capsys)
+    assert rc == 2 and "--tuning tuned needs an OOD validation set" in err and err.count("\n") == 1
