@@ -31,7 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     a = build_parser().parse_args(argv)
-    return a.fn(a)
+    from oodbench.benchmark.data.user_images import UserInputError
+
+    try:
+        return a.fn(a)
+    except UserInputError as e:  # a bad suite file, image or model: one line, no traceback
+        print(f"oodbench: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

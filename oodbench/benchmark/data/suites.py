@@ -118,6 +118,11 @@ def names() -> list[str]:
 
 
 def get(name: str) -> dict:
+    """A built-in suite by name, or the suite declared in a TOML file (:mod:`.suite_file`) by its path."""
+    if str(name).endswith(".toml"):
+        from oodbench.benchmark.data import suite_file
+
+        return suite_file.read(name)
     if name not in SUITES:
         raise KeyError(f"unknown suite {name!r}; known: {names()}")
     return copy.deepcopy(SUITES[name])
@@ -162,10 +167,15 @@ def materialise(suite: dict | str, data_dir=None, cache=None, progress=None) -> 
     if isinstance(suite, str):
         suite = get(suite)
     shape = tuple(suite["shape"])
-    full = datamod.load(suite["id"], "train", data_dir, cache)
-    idx = split_indices(len(full), suite["splits"])
-    parts = {k: full.subset(v, f"{suite['id']}:{k}") for k, v in idx.items()}
-    id_test = datamod.load(suite["id"], "test", data_dir, cache)
+    if "id_source" in suite:  # a suite file (or oodbench.evaluate): the user's own ID data
+        from oodbench.benchmark.data import suite_file
+
+        full, parts, id_test = suite_file.id_sets(suite, data_dir, cache)
+    else:
+        full = datamod.load(suite["id"], "train", data_dir, cache)
+        idx = split_indices(len(full), suite["splits"])
+        parts = {k: full.subset(v, f"{suite['id']}:{k}") for k, v in idx.items()}
+        id_test = datamod.load(suite["id"], "test", data_dir, cache)
     cap = suite.get("max_test")
     rng = np.random.default_rng(12345)
 
@@ -179,9 +189,13 @@ def materialise(suite: dict | str, data_dir=None, cache=None, progress=None) -> 
     sums = {"id_train": full.checksum, "id_test": id_test.checksum}
     for t in suite["tests"]:
         try:
-            if t["dataset"] in ("gaussian", "uniform"):
+            if t.get("dataset") in ("gaussian", "uniform"):
                 s = datamod.load(t["dataset"], "test", data_dir, n=min(t.get("n", 5000), cap or 10 ** 9),
                                  shape=shape, seed=suite["splits"]["seed"])
+            elif "path" in t or "memory" in t:  # a user's image folder, .npz or arrays
+                from oodbench.benchmark.data import suite_file
+
+                s = capped(suite_file.load_test(t, shape, full.classes))
             elif t.get("shift"):
                 s = id_test
                 x = shiftmod.apply(s.x, t["shift"], t["severity"], seed=suite["splits"]["seed"])

@@ -57,6 +57,10 @@ class Session:
 
     @cached_property
     def _classifier(self):
+        if "user" in self.suite["model"]:  # a user's own classifier (suite file, oodbench.evaluate)
+            from oodbench.benchmark.models import user_model
+
+            return user_model.load(self.suite["model"]["user"], self.data, self.device)
         return models.load_or_train(self.arch, self.recipe, self.data.train, self.seed, self.cache, self.device,
                                     self.progress)
 

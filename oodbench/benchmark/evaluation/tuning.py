@@ -86,7 +86,13 @@ def ood_val_set(suite_d: dict, data_dir=None, cache=None):
     """The suite's default OOD validation ImageSet (:data:`OOD_VAL`), converted to the suite's shape."""
     from oodbench.benchmark import data as datamod
 
-    ds, split, n = OOD_VAL[suite_d["name"].replace("-smoke", "")]
+    base = suite_d["name"].replace("-smoke", "")
+    if base not in OOD_VAL or "id_source" in suite_d:  # a suite file declares no OOD validation set
+        from oodbench.benchmark.data.user_images import UserInputError
+
+        raise UserInputError(f"--tuning tuned needs an OOD validation set; suite {suite_d['name']!r} has none "
+                             f"(the built-in suites {sorted(OOD_VAL)} do); run it with --tuning default")
+    ds, split, n = OOD_VAL[base]
     s = datamod.load(ds, split, data_dir, cache)
     s = s.subset(np.arange(min(n, len(s))), name=f"{ds}-{split}-val")
     shape = tuple(suite_d["shape"])
