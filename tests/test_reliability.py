@@ -84,9 +84,10 @@ def test_checkpoint_key_changes_when_the_training_code_changes(tmp_path, monkeyp
     src = inspect.getsource(training)
     (tmp_path / "same.py").write_text(src)
     (tmp_path / "edited.py").write_text(src.replace("opt.step()", "opt.step()  # edited", 1))
-    monkeypatch.setattr(checkpoints, "training", _module_from(tmp_path / "same.py", "same_training"))
+    monkeypatch.setattr(checkpoints, "training", _module_from(tmp_path / "same.py", "same_training"), raising=False)
     assert checkpoint_key("lenet", recipe, "data", 0) == k0  # the source counts, not where it lives
-    monkeypatch.setattr(checkpoints, "training", _module_from(tmp_path / "edited.py", "edited_training"))
+    monkeypatch.setattr(checkpoints, "training", _module_from(tmp_path / "edited.py", "edited_training"),
+                        raising=False)
     assert checkpoint_key("lenet", recipe, "data", 0) != k0
     monkeypatch.undo()
     assert checkpoint_key("lenet", recipe, "data", 0) == k0
@@ -165,15 +166,16 @@ def test_truncated_checkpoint_is_retrained_and_derived_entries_follow_the_new_we
     old_feats = old.store.get(old.data.fit, CORE)["features"]
     path = _checkpoint(old)
     path.write_bytes(path.read_bytes()[:1000])  # "fails its checksum; retraining"
-    real = training.train_new
+    real = training.train
 
-    def other_weights(*a, **k):  # a retraining that gives other weights (another torch, another CPU)
-        model, log = real(*a, **k)
+    def other_weights(model, *a, **k):  # a retraining that gives other weights (another torch, another CPU)
+        log = real(model, *a, **k)
         with torch.no_grad():
             model.fc1.weight.mul_(1.5)
-        return model, log
+        return log
 
-    monkeypatch.setattr(training, "train_new", other_weights)
+    monkeypatch.setattr(training, "train", other_weights)
+    monkeypatch.setattr(checkpoints, "train", other_weights, raising=False)
     new = Session("mnist-smoke", 0, "cpu", cache, data_dir, data=old.data)
     assert not new.model_meta["cached"] and new.model_meta["sha256"] != old.model_meta["sha256"]
     got = new.store.get(new.data.fit, CORE)["features"]
@@ -185,9 +187,16 @@ def test_truncated_checkpoint_is_retrained_and_derived_entries_follow_the_new_we
 # ---------------------------------------------------------------------------------------------------
 # 3. a cache write error is not a detector failure
 # ---------------------------------------------------------------------------------------------------
-def test_read_only_cache_computes_and_reports_without_failures(data_dir, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm-classifier"])
+def test_read_only_cache_computes_and_reports_without_failures(data_dir, tmp_path, monkeypatch, capsys, warm):
+    """Nothing can be written to the cache (cold: not even the checkpoint; warm: classifier and
+    representations cached, scores not): the run computes, reports every detector, warns once."""
     cache = tmp_path / "ro"
     cache.mkdir()
+    if warm:
+        s = Session("mnist-smoke", 0, "cpu", cache, data_dir)
+        for images in s.all_sets():
+            s.store.ensure(images, {CORE})
     os.chmod(cache, 0o555)
     if os.access(cache, os.W_OK):  # root writes anyway: make every write into the cache fail as it would
         real = iomod.atomic_write
@@ -200,7 +209,7 @@ def test_read_only_cache_computes_and_reports_without_failures(data_dir, tmp_pat
         monkeypatch.setattr(iomod, "atomic_write", refuse)
         monkeypatch.setattr(checkpoints, "atomic_write", refuse)
         monkeypatch.setattr(gencache, "atomic_write", refuse)
-    monkeypatch.setattr(cachemod, "_REPORTED", set())
+    monkeypatch.setattr(cachemod, "_REPORTED", set(), raising=False)
     try:
         dets = ["pytorch_ood.msp", "pytorch_ood.energy"]
         res = runner.evaluate("mnist-smoke", detectors=dets, seeds=[0], data_dir=data_dir, cache_dir=cache,
@@ -212,7 +221,7 @@ def test_read_only_cache_computes_and_reports_without_failures(data_dir, tmp_pat
     assert set(df[df["metric"] == "auroc"]["detector"]) == set(dets)
     out = capsys.readouterr().out
     assert out.count("cannot write the cache entry") == 1  # one warning, not one per entry
-    assert not list(cache.rglob("*.npz")) and not list(cache.rglob("*.pt"))
+    assert not list((cache / "scores").rglob("*.npz")) and warm == bool(list(cache.rglob("*.pt")))
 
 
 def test_score_cache_write_error_keeps_the_scores(data_dir, cache_dir, monkeypatch, capsys):
@@ -222,7 +231,7 @@ def test_score_cache_write_error_keeps_the_scores(data_dir, cache_dir, monkeypat
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(scorecache, "save_arrays", full_disk)
-    monkeypatch.setattr(cachemod, "_REPORTED", set())
+    monkeypatch.setattr(cachemod, "_REPORTED", set(), raising=False)
     session = Session("mnist-smoke", 0, "cpu", cache_dir, data_dir)
     res = scoring.score_cached(session, "pytorch_ood.maxlogit")
     assert not res.meta["cached"] and len(res.scores["id"]) == len(session.data.id_test)

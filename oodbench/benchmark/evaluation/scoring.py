@@ -81,12 +81,12 @@ def score_cached(session, name: str, params: dict | None = None, use_cache: bool
         res.meta["cached"] = False
         return res
     path = scorecache.path_for(session, name, params)
-    with entry_lock(path, warn):
+    with entry_lock(path):  # cache failures are shown also in a quiet run (``warn`` may be silent)
         hit = scorecache.load(path, warn)
         if hit is not None:
             scores, pvals, meta = hit
             return Scored(registry.create(name, **(params or {})), scores, pvals, {**meta, "cached": True})
         res = fit_and_score(session, name, params)
-        write_or_warn(lambda: scorecache.save(path, res.scores, res.pvalues, res.meta), path, warn)
+        write_or_warn(lambda: scorecache.save(path, res.scores, res.pvalues, res.meta), path)
     res.meta["cached"] = False
     return res
