@@ -283,3 +283,49 @@ def test_two_concurrent_cold_processes_train_once_and_leave_a_consistent_cache(t
     store = RepresentationStore(model.eval(), got[0]["sha256"], tmp_path)
     (entry,) = store.root.glob("*-core.npz")
     assert np.array_equal(load_arrays(entry)["logits"], _live_core(model, images)["logits"])
+
+
+def _run_worker(cache, data_dir, barrier, queue):
+    barrier.wait()
+    res = runner.evaluate("mnist-smoke", detectors=RUN_DETECTORS, seeds=[0], data_dir=data_dir, cache_dir=cache,
+                          threads=1, n_boot=0, progress=False, write=False)
+    queue.put({"table": res.table.to_dict("list"), "trained": not res.record["models"][0]["cached"]})
+
+
+RUN_DETECTORS = ["pytorch_ood.msp", "pytorch_ood.knn"]
+
+
+def _values(table) -> dict:
+    import pandas as pd
+
+    df = pd.DataFrame(table)
+    df = df[df["status"] == "ok"]
+    return {(r.detector, r.test_set, r.metric): r.value for r in df.itertuples()}
+
+
+def test_two_concurrent_cold_runs_give_the_results_of_one_run(data_dir, tmp_path):
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    shared = tmp_path / "shared"
+    procs = [ctx.Process(target=_run_worker, args=(str(shared), str(data_dir), barrier, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [queue.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    one = runner.evaluate("mnist-smoke", detectors=RUN_DETECTORS, seeds=[0], data_dir=data_dir,
+                          cache_dir=tmp_path / "alone", threads=1, n_boot=0, progress=False, write=False)
+    want = _values(one.table.to_dict("list"))
+    assert len(want) > 20
+    assert _values(got[0]["table"]) == want and _values(got[1]["table"]) == want
+    assert sorted(g["trained"] for g in got) == [False, True]  # one trained, the other waited and reused
+    # one checkpoint, and every cached representation is what that checkpoint computes
+    (pt,) = (shared / "models").glob("lenet-*.pt")
+    session = Session("mnist-smoke", 0, "cpu", shared, data_dir)
+    assert session.model_meta["cached"] and sha256_file(pt) == session.model_meta["sha256"]
+    entries = sorted(session.store.root.glob("*-core.npz"))
+    assert len(entries) == len(session.all_sets())
+    by_path = {session.store._path(images, CORE): images for images in session.all_sets()}
+    for entry in entries:
+        assert np.array_equal(load_arrays(entry)["logits"], _live_core(session.model, by_path[entry])["logits"])
