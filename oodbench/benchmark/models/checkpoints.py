@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def _load(path: Path, arch: str, in_ch: int, ncls: int):
         with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
             model = build(arch, in_ch, ncls)
         model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
-    except (OSError, ValueError, RuntimeError, AttributeError) as e:
+    except (OSError, ValueError, RuntimeError, AttributeError, KeyError, EOFError, pickle.UnpicklingError) as e:
         print(f"warning: checkpoint {path} unreadable ({type(e).__name__}: {e}); retraining")
         return None
     return model, {**meta, "cached": True}
