@@ -184,6 +184,21 @@ def test_truncated_checkpoint_is_retrained_and_derived_entries_follow_the_new_we
     assert not np.array_equal(got, old_feats)
 
 
+@pytest.mark.parametrize("damage", ["sidecar", "weights"])
+def test_damaged_checkpoint_is_retrained_to_the_same_bytes(tmp_path, damage):
+    """A corrupt ``.json`` sidecar or a truncated ``.pt`` is retrained (not a crash), to the same bytes."""
+    train, _ = _small_sets()
+    recipe = replace(recipe_for("lenet", "smoke"), batch_size=64)
+    _, first = checkpoints.load_or_train("lenet", recipe, train, 0, tmp_path, progress=False)
+    pt = tmp_path / "models" / f"lenet-{first['key']}.pt"
+    if damage == "sidecar":
+        pt.with_suffix(".json").write_text("{not json")
+    else:
+        pt.write_bytes(pt.read_bytes()[:500])
+    _, again = checkpoints.load_or_train("lenet", recipe, train, 0, tmp_path, progress=False)
+    assert not again["cached"] and again["sha256"] == first["sha256"] == sha256_file(pt)
+
+
 # ---------------------------------------------------------------------------------------------------
 # 3. a cache write error is not a detector failure
 # ---------------------------------------------------------------------------------------------------
