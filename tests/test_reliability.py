@@ -276,16 +276,22 @@ def _cold_worker(cache, barrier, queue):
     queue.put({"cached": meta["cached"], "sha256": meta["sha256"], "passes": store.stats["forward_passes"]})
 
 
-def test_two_concurrent_cold_processes_train_once_and_leave_a_consistent_cache(tmp_path):
+def _two_at_once(target, *args) -> list:
+    """Start ``target(*args, barrier, queue)`` in two fresh processes released together; their results."""
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_cold_worker, args=(str(tmp_path), barrier, queue)) for _ in range(2)]
+    procs = [ctx.Process(target=target, args=(*args, barrier, queue)) for _ in range(2)]
     for p in procs:
         p.start()
-    got = [queue.get(timeout=300) for _ in procs]
+    got = [queue.get(timeout=600) for _ in procs]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
+    return got
+
+
+def test_two_concurrent_cold_processes_train_once_and_leave_a_consistent_cache(tmp_path):
+    got = _two_at_once(_cold_worker, str(tmp_path))
     assert sorted(g["cached"] for g in got) == [False, True]  # one trained, the other waited and reused
     assert got[0]["sha256"] == got[1]["sha256"]
     assert sum(g["passes"] for g in got) == 1  # one extraction
@@ -319,16 +325,8 @@ def _values(table) -> dict:
 
 
 def test_two_concurrent_cold_runs_give_the_results_of_one_run(data_dir, tmp_path):
-    ctx = mp.get_context("spawn")
-    barrier, queue = ctx.Barrier(2), ctx.Queue()
     shared = tmp_path / "shared"
-    procs = [ctx.Process(target=_run_worker, args=(str(shared), str(data_dir), barrier, queue)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    got = [queue.get(timeout=600) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    got = _two_at_once(_run_worker, str(shared), str(data_dir))
     one = runner.evaluate("mnist-smoke", detectors=RUN_DETECTORS, seeds=[0], data_dir=data_dir,
                           cache_dir=tmp_path / "alone", threads=1, n_boot=0, progress=False, write=False)
     want = _values(one.table.to_dict("list"))
