@@ -253,6 +253,27 @@ def test_score_cache_write_error_keeps_the_scores(data_dir, cache_dir, monkeypat
     assert "No space left on device" in capsys.readouterr().out
 
 
+def test_entry_lock_nests_and_a_cache_without_lock_files_runs_unlocked(tmp_path, monkeypatch, capsys):
+    entry = tmp_path / "scores" / "x.npz"
+    with cachemod.entry_lock(entry):
+        with cachemod.entry_lock(entry):  # the same process again (nested): no deadlock
+            pass
+    assert (tmp_path / "scores" / "x.npz.lock").exists()
+    monkeypatch.setattr(cachemod, "_REPORTED", set())
+
+    def refuse(*a, **k):  # a read-only cache folder as a user other than root sees it
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cachemod.os, "open", refuse)
+    ran = 0
+    for name in ("a.npz", "b.npz"):
+        with cachemod.entry_lock(tmp_path / "ro" / name):
+            ran += 1
+        assert not cachemod.write_or_warn(lambda: refuse(), tmp_path / "ro" / name)
+    out = capsys.readouterr().out
+    assert ran == 2 and out.count("cannot lock") == 1 and out.count("cannot write") == 1
+
+
 # ---------------------------------------------------------------------------------------------------
 # 4. two processes, one cold cache: one training, consistent entries
 # ---------------------------------------------------------------------------------------------------

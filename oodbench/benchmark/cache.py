@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-#: the (error type, errno) pairs already reported in this process: one warning per kind of failure
+#: the (what, error type, errno) already reported in this process: one warning per kind of failure
 _REPORTED: set = set()
 #: per-path locks of this process: flock is per open file, so a second acquisition in the same
 #: process (nested or from another thread) goes through this re-entrant lock and reuses the file lock
@@ -77,8 +77,8 @@ def code_closure(*objects) -> list:
     return found
 
 
-def _warn_once(e: BaseException, what: str, warn: Callable) -> None:
-    kind = (type(e).__name__, getattr(e, "errno", None))
+def _warn_once(e: BaseException, action: str, what: str, warn: Callable) -> None:
+    kind = (action, type(e).__name__, getattr(e, "errno", None))
     if kind in _REPORTED:
         return
     _REPORTED.add(kind)
@@ -92,7 +92,7 @@ def write_or_warn(write: Callable[[], object], path, warn: Callable = print) -> 
         write()
         return True
     except Exception as e:  # a cache that cannot be written is not a failure of what was computed
-        _warn_once(e, f"cannot write the cache entry {path}; the result is used but not cached", warn)
+        _warn_once(e, "write", f"cannot write the cache entry {path}; the result is used but not cached", warn)
         return False
 
 
@@ -130,12 +130,12 @@ def _open_locked(lock_path: str, warn: Callable):
         try:
             fd = os.open(lock_path, os.O_RDONLY)  # an existing lock file in a read-only folder still locks
         except OSError as e:
-            _warn_once(e, f"cannot lock the cache entry {lock_path}; going on without the lock", warn)
+            _warn_once(e, "lock", f"cannot lock the cache entry {lock_path}; going on without the lock", warn)
             return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
     except OSError as e:
         os.close(fd)
-        _warn_once(e, f"cannot lock the cache entry {lock_path}; going on without the lock", warn)
+        _warn_once(e, "lock", f"cannot lock the cache entry {lock_path}; going on without the lock", warn)
         return None
     return fd
