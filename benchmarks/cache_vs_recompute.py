@@ -62,16 +62,16 @@ def main():
     n_img = len(mat.fit) + len(mat.cal) + len(mat.id_test) + sum(len(t.images) for t in mat.tests)
     print(f"suite {a.suite}: {len(names)} detectors, {len(mat.tests)} OOD sets, {n_img} images, "
           f"model {arch}, device {a.device}, {threads} thread(s)")
-    live = RepresentationStore(model, meta["key"], None, a.device, live=True)
+    live = RepresentationStore(model, meta["sha256"], None, a.device, live=True)
     t_live = run_all(names, live, mat)
     print(f"recompute  (each detector runs the classifier): {t_live:8.1f} s  "
           f"{live.stats['forward_passes']} dataset passes")
     with tempfile.TemporaryDirectory() as tmp:
-        cold = RepresentationStore(model, meta["key"], tmp, a.device)
+        cold = RepresentationStore(model, meta["sha256"], tmp, a.device)
         t_cold = run_all(names, cold, mat)
         print(f"cache cold (one pass per dataset, shared):      {t_cold:8.1f} s  "
               f"{cold.stats['forward_passes']} dataset passes")
-        warm = RepresentationStore(model, meta["key"], tmp, a.device)
+        warm = RepresentationStore(model, meta["sha256"], tmp, a.device)
         t_warm = run_all(names, warm, mat)
         print(f"cache warm (representations read from disk):    {t_warm:8.1f} s  "
               f"{warm.stats['forward_passes']} dataset passes")

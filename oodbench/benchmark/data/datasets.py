@@ -229,7 +229,9 @@ def _cifar10(root: Path, split: str, cache: Path | None) -> ImageSet:
             x = None
         if x is None:
             x = _decode_jpegs(a["x_train_jpeg"], a["x_train_jpeg_offsets"])
-            save_arrays(p, {"x": x})
+            from oodbench.benchmark.cache import write_or_warn  # a read-only cache: used, not stored
+
+            write_or_warn(lambda: save_arrays(p, {"x": x}), p)
     else:
         x = _decode_jpegs(a["x_train_jpeg"], a["x_train_jpeg_offsets"])
     return ImageSet("cifar10:train", x, a["y_train"].astype(np.int64), c[:32], classes)

@@ -1,17 +1,20 @@
 """Representation extraction and its disk cache: one forward pass per (model, dataset).
 
 ``RepresentationStore`` runs the classifier over a dataset in batches and keeps, on disk under
-``<cache>/features/<model key>/``, the *kinds* of representation detectors ask for:
+``<cache>/features/<representation key>/``, the *kinds* of representation detectors ask for:
 
 * ``core``: ``logits`` (N, C) float32, ``features`` (N, D) float32 (penultimate), ``preds`` (N,) int64;
 * ``taps``: per-layer statistics from forward hooks on named layers: for a 4-D activation the
   per-channel spatial max and mean (N, 2C), for a 2-D one the values (N, D). Stored as
   ``tap:<layer>`` arrays; the layer list is part of the cache key.
 
-All kinds missing for a dataset are computed in one pass. Every entry carries a checksum; an entry
-that fails it is recomputed, not trusted. :class:`Representation` is what a detector receives: lazy
-access to these arrays, the labels, and (for detectors that run the network themselves) the model
-and the raw inputs.
+All kinds missing for a dataset are computed in one pass, under a lock of that dataset's entry (a
+second process waits and reuses). Entries are keyed by content (:attr:`RepresentationStore.key`: the
+weights' sha256, network and extraction code, batch size, device kind; then the dataset's checksum),
+so a retrained checkpoint never meets the old model's arrays. Every entry carries a checksum; an
+entry that fails it is recomputed, not trusted; one that cannot be written is used uncached.
+:class:`Representation` is what a detector receives: lazy access to these arrays, the labels, and
+(for detectors that run the network themselves) the model and the raw inputs.
 """
 from __future__ import annotations
 
@@ -23,8 +26,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from oodbench.benchmark.cache import code_closure, content_key, entry_lock, source_hash, write_or_warn
 from oodbench.benchmark.data import ImageSet
 from oodbench.benchmark.io import CorruptCacheError, load_arrays, save_arrays
+from oodbench.benchmark.models.checkpoints import architecture_code
 from oodbench.detectors.images import to_tensor
 from oodbench.detectors.taps import tap_stats
 
@@ -33,7 +38,8 @@ TAPS = "taps"
 
 
 class RepresentationStore:
-    """Extract and cache representations of one classifier. ``cache=None`` keeps them in memory only;
+    """Extract and cache representations of one classifier whose weights have the content key
+    ``model_key`` (the checkpoint's sha256). ``cache=None`` keeps them in memory only;
     ``live=True`` disables caching altogether (every request runs the network again), which is how
     detectors behave when they run the model themselves."""
 
@@ -42,15 +48,30 @@ class RepresentationStore:
         self.model = model
         self.model_key = model_key
         self.live = live
-        self.root = None if (live or cache is None) else Path(cache) / "features" / model_key
         self.device = torch.device(device)
         self.batch_size = batch_size
+        self._key = None
+        self.root = None if (live or cache is None) else Path(cache) / "features" / self.key
         self.taps = tuple(taps if taps is not None else getattr(model, "tap_layers", ()))
         self.progress = progress
         self.stats = {"forward_passes": 0, "forward_seconds": 0.0, "cache_hits": 0}
         self._mem: dict = {}
         #: what detectors that train their own models need: ID ``train`` split, cache, seed, device
         self.context: dict = {}
+
+    @property
+    def key(self) -> str:
+        """The content key of this store's representations: the weights (``model_key``, the checkpoint's
+        sha256 for a cached classifier), the network's code, the extraction code, the batch size and
+        the device kind. Entries live under ``<cache>/features/<key>/``."""
+        if self._key is None:
+            extract = source_hash(RepresentationStore.extract, *code_closure(tap_stats, to_tensor))
+            self._key = content_key({"weights": self.model_key, "net": architecture_code(type(self.model)),
+                                     "extract": extract, "batch": int(self.batch_size), "device": self.device.type})
+        return self._key
+
+    def _lock_path(self, images: ImageSet) -> Path:
+        return self.root / f"{hashlib.sha256(images.checksum.encode()).hexdigest()[:20]}"
 
     def _tap_key(self) -> str:
         return hashlib.sha256(",".join(self.taps).encode()).hexdigest()[:10]
@@ -60,42 +81,45 @@ class RepresentationStore:
         suffix = kind if kind == CORE else f"{kind}-{self._tap_key()}"
         return self.root / f"{ck}-{suffix}.npz"
 
+    def _load(self, images: ImageSet, kind: str) -> dict[str, np.ndarray] | None:
+        """The arrays of ``kind`` for ``images`` from disk (kept in memory), or None if absent or unusable."""
+        p = self._path(images, kind)
+        if not p.exists():
+            return None
+        try:
+            arr = load_arrays(p)
+        except CorruptCacheError as e:
+            print(f"warning: {e}; recomputing")
+            return None
+        if not arr or len(next(iter(arr.values()))) != len(images):
+            return None
+        self.stats["cache_hits"] += 1
+        self._mem[(images.checksum, kind)] = arr
+        return arr
+
     def get(self, images: ImageSet, kind: str) -> dict[str, np.ndarray]:
         """Arrays of ``kind`` for ``images``, from memory, disk, or one forward pass."""
         mk = (images.checksum, kind)
         if mk in self._mem:
             return self._mem[mk]
-        if self.root is not None:
-            p = self._path(images, kind)
-            if p.exists():
-                try:
-                    arr = load_arrays(p)
-                    if len(next(iter(arr.values()))) == len(images):
-                        self.stats["cache_hits"] += 1
-                        self._mem[mk] = arr
-                        return arr
-                except CorruptCacheError as e:
-                    print(f"warning: {e}; recomputing")
-        out = self.extract(images, {kind})
-        return out[kind]
+        if self.root is None:
+            return self.extract(images, {kind})[kind]
+        with entry_lock(self._lock_path(images)):  # another process extracting this set: wait, then reuse
+            arr = self._load(images, kind)
+            return arr if arr is not None else self.extract(images, {kind})[kind]
 
     def ensure(self, images: ImageSet, kinds: set[str]) -> None:
         """Make sure all ``kinds`` are cached for ``images``, computing the missing ones in one pass."""
-        missing = set()
-        for k in kinds:
-            mk = (images.checksum, k)
-            if mk in self._mem:
-                continue
-            if self.root is not None and self._path(images, k).exists():
-                try:
-                    self._mem[mk] = load_arrays(self._path(images, k))
-                    self.stats["cache_hits"] += 1
-                    continue
-                except CorruptCacheError as e:
-                    print(f"warning: {e}; recomputing")
-            missing.add(k)
-        if missing:
+        missing = {k for k in kinds if (images.checksum, k) not in self._mem}
+        if not missing:
+            return
+        if self.root is None:
             self.extract(images, missing)
+            return
+        with entry_lock(self._lock_path(images)):
+            missing = {k for k in missing if self._load(images, k) is None}
+            if missing:
+                self.extract(images, missing)
 
     @torch.no_grad()
     def extract(self, images: ImageSet, kinds: set[str]) -> dict[str, dict[str, np.ndarray]]:
@@ -139,8 +163,9 @@ class RepresentationStore:
             out[TAPS] = {k: v for k, v in arrays.items() if k.startswith("tap:")}
         for kind, arr in out.items():
             self._mem[(images.checksum, kind)] = arr
-            if self.root is not None:
-                save_arrays(self._path(images, kind), arr)
+            if self.root is not None:  # a cache that cannot be written warns; the arrays are used anyway
+                path = self._path(images, kind)
+                write_or_warn(lambda: save_arrays(path, arr), path)
         self.stats["forward_passes"] += 1
         self.stats["forward_seconds"] += time.perf_counter() - t0
         if self.live:  # live: forget immediately so the next request runs the network again

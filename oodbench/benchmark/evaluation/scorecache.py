@@ -1,7 +1,10 @@
 """The score cache: a detector's scores (and ID p-values) for one classifier and suite, stored under
-``<cache>/scores/<model key>/<detector>-<key>.npz``. The key hashes the detector's name, parameters,
-library version and source file, the device kind, the classifier and the ``fit`` / ``cal`` data, so
-edited detector code or other data is never served stale scores."""
+``<cache>/scores/<representation key>/<detector>-<key>.npz``. The key hashes the detector's name,
+parameters, library version and source file, the device kind, the representations' content key
+(weights, network and extraction code: :attr:`~.features.RepresentationStore.key`), the session's
+seed and the checksums of every set the detector fits on or scores (train, fit, cal, ID test, each
+OOD test set), so edited detector code, a retrained classifier or other data is never served stale
+scores."""
 from __future__ import annotations
 
 import hashlib
@@ -23,18 +26,21 @@ def code_hash(cls) -> str:
         return ""
 
 
-def key(name: str, det, model_key: str, data, device: str = "cpu") -> str:
+def key(name: str, det, rep_key: str, data, device: str = "cpu", seed: int = 0) -> str:
     blob = json.dumps({"name": name, "params": det.get_params(), "lib": det.info.library_version,
                        "device": "cuda" if str(device).startswith("cuda") else "cpu",
-                       "code": code_hash(type(det)), "model": model_key, "fit": data.fit.checksum,
-                       "cal": data.cal.checksum}, sort_keys=True, default=repr)
+                       "code": code_hash(type(det)), "representations": rep_key, "seed": int(seed),
+                       "train": data.train.checksum, "fit": data.fit.checksum, "cal": data.cal.checksum,
+                       "id": data.id_test.checksum, "tests": [[t.name, t.images.checksum] for t in data.tests]},
+                      sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def path_for(session, name: str, params: dict | None = None) -> Path:
     det = registry.create(name, **(params or {}))
-    mk = session.model_meta["key"]
-    return session.cache / "scores" / mk / f"{name}-{key(name, det, mk, session.data, session.device)}.npz"
+    rk = session.store.key
+    k = key(name, det, rk, session.data, session.device, session.seed)
+    return session.cache / "scores" / rk / f"{name}-{k}.npz"
 
 
 def load(path: Path, warn=print):

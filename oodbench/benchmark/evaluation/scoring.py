@@ -17,6 +17,7 @@ import numpy as np
 
 from oodbench.adapters import registry
 from oodbench.adapters.base import check_scores
+from oodbench.benchmark.cache import entry_lock, write_or_warn
 from oodbench.benchmark.evaluation import scorecache
 
 
@@ -101,9 +102,15 @@ def fit_and_score(session, name: str, params: dict | None = None) -> Scored:
 
 def score_cached(session, name: str, params: dict | None = None, use_cache: bool = True, warn=print) -> Scored:
     """:func:`fit_and_score` behind the score cache: a cached entry is returned as it is
-    (``meta["cached"] = True``); a computed one is stored."""
-    path = scorecache.path_for(session, name, params) if use_cache else None
-    if path is not None:
+    (``meta["cached"] = True``); a computed one is stored. "Check, compute, store" holds the entry's
+    lock (another process scoring the same entry waits and reuses it); a store that fails (read-only
+    or full cache) is one warning, never a failure of the detector: its scores are used anyway."""
+    if not use_cache:
+        res = fit_and_score(session, name, params)
+        res.meta["cached"] = False
+        return res
+    path = scorecache.path_for(session, name, params)
+    with entry_lock(path):  # cache failures are shown also in a quiet run (``warn`` may be silent)
         hit = scorecache.load(path, warn)
         if hit is not None:
             scores, pvals, meta = hit
@@ -111,8 +118,7 @@ def score_cached(session, name: str, params: dict | None = None, use_cache: bool
                 hit = None
         if hit is not None:
             return Scored(registry.create(name, **(params or {})), scores, pvals, {**meta, "cached": True})
-    res = fit_and_score(session, name, params)
-    if path is not None:
-        scorecache.save(path, res.scores, res.pvalues, res.meta)
+        res = fit_and_score(session, name, params)
+        write_or_warn(lambda: scorecache.save(path, res.scores, res.pvalues, res.meta), path)
     res.meta["cached"] = False
     return res

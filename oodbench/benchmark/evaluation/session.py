@@ -74,7 +74,8 @@ class Session:
 
     @cached_property
     def store(self) -> RepresentationStore:
-        store = RepresentationStore(self.model, self.model_meta["key"], self.cache, self.device,
+        # keyed by the weights themselves (their sha256), not by the recipe that made them
+        store = RepresentationStore(self.model, self.model_meta["sha256"], self.cache, self.device,
                                     batch_size=self.batch_size, progress=self.progress)
         store.context = {"train": self.data.train, "cache": self.cache, "seed": self.seed, "device": self.device,
                          "suite": self.name, "progress": self.progress}

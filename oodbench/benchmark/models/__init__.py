@@ -5,6 +5,7 @@ The names below are the package's public API: ``models.build``, ``models.recipe_
 ``models.load_or_train`` and friends."""
 from oodbench.benchmark.models.architectures import (  # noqa: F401
     ARCHITECTURES, BasicBlock, Classifier, LeNet, Normalize, ResNet18, SmallCNN, build)
-from oodbench.benchmark.models.checkpoints import checkpoint_key, load_or_train  # noqa: F401
+from oodbench.benchmark.models.checkpoints import (  # noqa: F401
+    architecture_code, checkpoint_key, load_or_train, training_code)
 from oodbench.benchmark.models.recipes import RECIPES, Recipe, recipe_for  # noqa: F401
-from oodbench.benchmark.models.training import train  # noqa: F401
+from oodbench.benchmark.models.training import reproducible, train, train_new  # noqa: F401

@@ -1,52 +1,92 @@
 """The checkpoint cache of classifiers: ``<cache>/models/<arch>-<key>.pt`` with a ``.json`` sidecar
-holding its sha256 and the training log, keyed by a hash of (architecture, recipe, training data
-checksum, seed); a checkpoint that fails its checksum is retrained, not trusted.
+holding its sha256 and the training log.
+
+The key hashes (architecture, recipe (with its training thread count), training data checksum,
+seed, training code): the code is the source of :mod:`.training` and of the architecture's classes
+(:func:`training_code`), so edited training or network code trains a new checkpoint instead of
+reusing one made by other code. A checkpoint that fails its checksum, or whose sidecar is unreadable,
+is retrained, not trusted. "Check, train, write" runs under a lock of the entry, so two processes
+that want the same missing checkpoint train it once. What is cached downstream (representations,
+scores) is keyed by the checkpoint's sha256, i.e. by the weights themselves, not by this key.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
+import pickle
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from oodbench.benchmark import cache as cachemod
 from oodbench.benchmark.io import atomic_write, sha256_bytes, write_json
-from oodbench.benchmark.models.architectures import Classifier, build
+from oodbench.benchmark.models import training
+from oodbench.benchmark.models.architectures import ARCHITECTURES, Classifier, build
 from oodbench.benchmark.models.recipes import Recipe
-from oodbench.benchmark.models.training import train
+
+
+def architecture_code(cls) -> str:
+    """Hash of the source of a network class, its bases and the blocks it is built from."""
+    return cachemod.source_hash(*cachemod.code_closure(cls))
+
+
+def training_code(arch: str) -> str:
+    """Hash of the code that makes a checkpoint of ``arch``: the training module and the network's classes."""
+    if arch not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    return cachemod.source_hash(training, *cachemod.code_closure(ARCHITECTURES[arch]))
 
 
 def checkpoint_key(arch: str, recipe: Recipe, data_checksum: str, seed: int) -> str:
-    blob = json.dumps({"arch": arch, "recipe": asdict(recipe), "data": data_checksum, "seed": seed}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return cachemod.content_key({"arch": arch, "recipe": asdict(recipe), "data": data_checksum, "seed": seed,
+                                 "code": training_code(arch)})
+
+
+def _load(path: Path, arch: str, in_ch: int, ncls: int):
+    """``(model, meta)`` from a cached checkpoint that passes its checksum, or None."""
+    meta_path = path.with_suffix(".json")
+    if not (path.exists() and meta_path.exists()):
+        return None
+    try:
+        data = path.read_bytes()
+        meta = json.loads(meta_path.read_text())
+        if sha256_bytes(data) != meta.get("sha256"):
+            print(f"warning: checkpoint {path} fails its checksum; retraining")
+            return None
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
+            model = build(arch, in_ch, ncls)
+        model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    except (OSError, ValueError, RuntimeError, AttributeError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        print(f"warning: checkpoint {path} unreadable ({type(e).__name__}: {e}); retraining")
+        return None
+    return model, {**meta, "cached": True}
 
 
 def load_or_train(arch: str, recipe: Recipe, train_set, seed: int, cache: Path, device="cpu",
                   progress=True) -> tuple[Classifier, dict]:
-    """Return the trained classifier for (arch, recipe, data, seed), training it if not cached."""
+    """Return the trained classifier for (arch, recipe, data, seed, code), training it if not cached.
+
+    ``meta["sha256"]`` is the checksum of the weights (the content key of everything derived from them);
+    ``meta["cached"]`` says whether they came from the cache."""
     in_ch = 1 if train_set.x.ndim == 3 else 3
     ncls = int(train_set.y.max()) + 1
     key = checkpoint_key(arch, recipe, train_set.checksum, seed)
     path = Path(cache) / "models" / f"{arch}-{key}.pt"
-    meta_path = path.with_suffix(".json")
-    model = build(arch, in_ch, ncls)
-    if path.exists() and meta_path.exists():
-        data = path.read_bytes()
-        meta = json.loads(meta_path.read_text())
-        if sha256_bytes(data) == meta.get("sha256"):
-            model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
-            meta["cached"] = True
-            return model.to(device).eval(), meta
-        print(f"warning: checkpoint {path} fails its checksum; retraining")
-    log = train(model, train_set.x, train_set.y, recipe, seed, device, progress)
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
-    data = buf.getvalue()
-    meta = {"arch": arch, "recipe": asdict(recipe), "data_checksum": train_set.checksum, "seed": seed,
-            "key": key, "sha256": sha256_bytes(data), "device": str(device), **log}
-    atomic_write(path, data)
-    write_json(meta_path, meta)
-    meta["cached"] = False
-    return model.to(device).eval(), meta
+    with cachemod.entry_lock(path):
+        hit = _load(path, arch, in_ch, ncls)
+        if hit is not None:
+            return hit[0].to(device).eval(), hit[1]
+        model, log = training.train_new(arch, in_ch, ncls, recipe, train_set.x, train_set.y, seed, device, progress)
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+        data = buf.getvalue()
+        meta = {"arch": arch, "recipe": asdict(recipe), "data_checksum": train_set.checksum, "seed": seed,
+                "key": key, "code": training_code(arch), "sha256": sha256_bytes(data), "device": str(device), **log}
+
+        def write():
+            atomic_write(path, data)
+            write_json(path.with_suffix(".json"), meta)
+
+        cachemod.write_or_warn(write, path)
+    return model.to(device).eval(), {**meta, "cached": False}

@@ -7,7 +7,9 @@ from dataclasses import dataclass, replace
 @dataclass(frozen=True)
 class Recipe:
     """A training recipe. ``optimizer`` is "adam" or "sgd" (Nesterov); the schedule is linear warm-up
-    then cosine; ``augment`` is random crop (pad 4) + horizontal flip for RGB sets."""
+    then cosine; ``augment`` is random crop (pad 4) + horizontal flip for RGB sets. ``threads`` is the
+    number of CPU threads training runs with, whatever the run's ``--threads`` (float sums, hence the
+    weights, depend on how the work is split), so the same recipe gives the same checkpoint bytes."""
 
     name: str
     epochs: int
@@ -19,6 +21,7 @@ class Recipe:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     augment: bool = False
+    threads: int = 1
 
 
 RECIPES = {

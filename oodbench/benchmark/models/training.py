@@ -1,14 +1,73 @@
-"""Training a classifier on uint8 images with a :class:`~oodbench.benchmark.models.recipes.Recipe`."""
+"""Training a classifier on uint8 images with a :class:`~oodbench.benchmark.models.recipes.Recipe`,
+reproducibly: :func:`train_new` builds and trains under :func:`reproducible` (the global RNG seeded
+*before* the network is built, a fixed thread count, deterministic algorithms), so on one CPU kind the
+same (architecture, recipe, data, seed, code) gives the same checkpoint bytes. The data order and the
+augmentation draw from a generator seeded with the same seed (there is no DataLoader or worker)."""
 from __future__ import annotations
 
 import math
+import os
 import time
+import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from oodbench.benchmark.models.architectures import build
 from oodbench.benchmark.models.recipes import Recipe
+
+
+@contextmanager
+def reproducible(seed: int, threads: int, device="cpu"):
+    """Run the body (building and training a network) reproducibly; yields a dict that records how.
+
+    The global torch RNG is seeded with ``seed`` inside a fork (the caller's RNG state is restored, so
+    what runs later does not depend on whether a model was trained or loaded from the cache); torch
+    uses ``threads`` intra-op threads and deterministic algorithms; all three are restored after. On
+    CUDA, cuDNN is made deterministic and an operation without a deterministic implementation warns
+    instead of failing: the record's ``deterministic`` then says whether the run was."""
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    prev = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    record = {"threads": int(threads), "torch": torch.__version__, "device_kind": dev.type,
+              "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if cuda:  # cuBLAS is deterministic only with a fixed workspace (read when its handle is created)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    with torch.random.fork_rng(devices=[dev.index or 0] if cuda else []), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.manual_seed(int(seed))
+        torch.set_num_threads(int(threads))
+        torch.use_deterministic_algorithms(True, warn_only=cuda)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        try:
+            yield record
+        finally:
+            torch.set_num_threads(prev[0])
+            torch.use_deterministic_algorithms(prev[1], warn_only=prev[2])
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[3], prev[4]
+    nondet = [w for w in caught if "deterministic" in str(w.message)]
+    record["deterministic"] = not nondet and (not cuda or os.environ.get("CUBLAS_WORKSPACE_CONFIG") in
+                                              (":4096:8", ":16:8"))
+    if nondet:
+        record["nondeterministic_ops"] = sorted({str(w.message).split("\n")[0][:200] for w in nondet})
+    for w in caught:  # the other warnings, as they would have been shown
+        if w not in nondet:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def train_new(arch: str, in_channels: int, num_classes: int, recipe: Recipe, x: np.ndarray, y: np.ndarray,
+              seed: int, device="cpu", progress=True) -> tuple[torch.nn.Module, dict]:
+    """Build ``arch`` and train it from scratch with ``recipe`` under :func:`reproducible`; returns the
+    model (in eval mode) and the training log (with how it was made reproducible)."""
+    with reproducible(seed, recipe.threads, device) as how:
+        model = build(arch, in_channels, num_classes)
+        log = train(model, x, y, recipe, seed, device, progress)
+    return model, {**log, **how}
 
 
 def _augment(xb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
