@@ -31,7 +31,7 @@ import torch
 from pytorch_ood import detector as pod
 
 from oodbench.adapters.base import DetectorInfo, LibraryDetector
-from oodbench.adapters.registry import register
+from oodbench.adapters.common import feature_layers, layer_outputs, vim_dim
 
 VERSION = pytorch_ood.__version__
 #: constructor arguments that are the network or parts of it (supplied by the adapter, not hyperparameters)
@@ -46,11 +46,8 @@ POLICY_DEFAULTS = {
     "ViM": {"d": "auto"},
 }
 BATCH = 256
-
-
-def vim_dim(d_features: int) -> int:
-    """The ViM principal-space dimension both adapters use: OpenOOD's default 256 when D > 256, else D // 2."""
-    return 256 if d_features > 256 else max(1, d_features // 2)
+#: every wrapper this module defines, by registry name (registered by :func:`register_all`)
+DETECTORS: dict[str, type] = {}
 
 
 def _paper(cls) -> str:
@@ -71,25 +68,6 @@ def _cpu_fc(model) -> torch.nn.Linear:
     return fc
 
 
-def _layer_outputs(model, x, layers) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Run ``model`` on ``x`` and return (logits, outputs of the named ``layers``) through forward hooks."""
-    mods = dict(model.named_modules())
-    got, hooks = {}, []
-    for n in layers:
-        hooks.append(mods[n].register_forward_hook(lambda m, i, o, n=n: got.__setitem__(n, o)))
-    try:
-        logits = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return logits, [got[n] for n in layers]
-
-
-def feature_layers(model) -> list[str]:
-    """The layers multi-layer detectors use: the model's ``tap_layers`` without the final ``fc``."""
-    return [n for n in getattr(model, "tap_layers", ()) if n != "fc"]
-
-
 _NDIM: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> ndims
 
 
@@ -98,7 +76,7 @@ def layer_ndims(rep) -> list[int]:
     key = rep.model
     if key not in _NDIM:
         with torch.no_grad():
-            _, outs = _layer_outputs(rep.model, next(iter(rep.inputs(batch_size=1))), feature_layers(rep.model))
+            _, outs = layer_outputs(rep.model, next(iter(rep.inputs(batch_size=1))), feature_layers(rep.model))
         _NDIM[key] = [o.ndim for o in outs]
     return _NDIM[key]
 
@@ -224,14 +202,6 @@ class PytorchOODDetector(LibraryDetector):
             out = self._score_model(rep)
         return out.detach().cpu().double().numpy().reshape(-1)
 
-    #: per-set sample cap on CPU for detectors marked expensive (the runner's seeded-subsample protocol)
-    CPU_SUBSAMPLE: ClassVar[int] = 2000
-
-    def subsample_size(self, device) -> int | None:
-        if self.info.expensive and not str(device).startswith("cuda"):
-            return self.CPU_SUBSAMPLE
-        return None
-
     def _score_model(self, rep) -> torch.Tensor:
         rep.model.eval()
         self._det.model = rep.model
@@ -256,7 +226,9 @@ def _define(name: str, target: str, kind: str, gradients: bool = False, notes: s
     sub = type(f"PytorchOOD_{target}", (base,),
                {"target": target, "kind": kind, "fit_on": fit_on, "consumes": frozenset(consumes), "info": info,
                 "__doc__": f"pytorch-ood's ``{target}`` (fed from {kind})."})
-    return register(f"pytorch_ood.{name}")(sub)
+    sub.name = f"pytorch_ood.{name}"
+    DETECTORS[sub.name] = sub
+    return sub
 
 
 # --- detectors that run the network themselves ------------------------------------------------------
@@ -310,7 +282,7 @@ class _HookedGram(pod.Gram):
 
     @torch.no_grad()
     def _create_feature_list(self, data):
-        return _layer_outputs(self._model, data, self._layer_names)
+        return layer_outputs(self._model, data, self._layer_names)
 
     def predict(self, x):
         logits, fl = self._create_feature_list(x)
@@ -446,3 +418,9 @@ GradUncertainty = _define(
     toy="confident toy predictions hit the BCE backward clamp (graduncertainty.py:155): AUROC ~0")
 NACUE = _define("nacue", "NACUE", "model", gradients=True, base=_NACUE, expensive=True,
                 notes="layers: tap_layers minus fc")
+
+
+def register_all(registry) -> None:
+    """Register every pytorch-ood wrapper in ``registry``."""
+    for name, cls in DETECTORS.items():
+        registry.add(name, cls)

@@ -43,7 +43,7 @@ import numpy as np
 from oodbench.adapters.base import CONSUMABLE, DetectorError, DetectorInfo, check_scores
 from oodbench.benchmark.tools.check.result import CheckResult, Finding, describe
 from oodbench.benchmark.tools.check.trial import ROLES, Blocked, as_array, numeric_scores, trial
-from oodbench.benchmark.tools.guards import CudaCall
+from oodbench.adapters.cuda import CudaCall
 
 
 class ContractWarning(UserWarning):
