@@ -23,6 +23,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from oodbench.adapters.context import FitContext
 from oodbench.benchmark.data import ImageSet
 from oodbench.benchmark.io import CorruptCacheError, load_arrays, save_arrays
 from oodbench.detectors.images import to_tensor
@@ -49,8 +50,8 @@ class RepresentationStore:
         self.progress = progress
         self.stats = {"forward_passes": 0, "forward_seconds": 0.0, "cache_hits": 0}
         self._mem: dict = {}
-        #: what detectors that train their own models need: ID ``train`` split, cache, seed, device
-        self.context: dict = {}
+        #: what detectors that train their own models need: ID ``train`` split, device, seed, checkpoints
+        self.context = FitContext(model=model, device=str(device))
 
     def _tap_key(self) -> str:
         return hashlib.sha256(",".join(self.taps).encode()).hexdigest()[:10]
@@ -200,8 +201,9 @@ class Representation:
         return self.store.model
 
     @property
-    def context(self) -> dict:
-        """``train`` (the ID training ImageSet), ``cache`` (folder), ``seed``, ``device``, ``suite``."""
+    def context(self) -> FitContext:
+        """The :class:`~oodbench.adapters.context.FitContext` of the session (ID ``train`` split, device,
+        seed, checkpoint store)."""
         return self.store.context
 
     @property

@@ -2,7 +2,7 @@
 every OOD test set, and the p-values of the ID test set when the detector gives p-values; with the
 score cache in front (:mod:`.scorecache`).
 
-A detector too expensive to score every sample may define ``subsample_size(device) -> int | None``:
+A detector too expensive to score every sample answers ``subsample_size(device)`` with an int:
 the ID test set and each OOD set are then scored on a seeded subsample of that size (recorded in the
 run record and visible as ``n_id``/``n_ood`` in the results).
 """
@@ -17,6 +17,7 @@ import numpy as np
 from oodbench.adapters import registry
 from oodbench.adapters.base import check_scores
 from oodbench.benchmark.evaluation import scorecache
+from oodbench.detectors.sampling import seeded_subset
 
 
 @dataclass
@@ -34,8 +35,7 @@ def subsample(images, n_max: int | None, seed: int):
     """A seeded subsample (without replacement, in original order) of at most ``n_max`` images."""
     if not n_max or len(images) <= n_max:
         return images
-    idx = np.sort(np.random.default_rng([seed, len(images), n_max]).choice(len(images), n_max, replace=False))
-    return images.subset(idx, images.name)
+    return images.subset(seeded_subset(len(images), n_max, [seed, len(images), n_max]), images.name)
 
 
 def fit_and_score(session, name: str, params: dict | None = None) -> Scored:
@@ -50,7 +50,7 @@ def fit_and_score(session, name: str, params: dict | None = None) -> Scored:
     t_fit = time.perf_counter() - t0
     scores, pvals, n_scored = {}, {}, 0
     t0 = time.perf_counter()
-    n_max = det.subsample_size(device) if hasattr(det, "subsample_size") else None
+    n_max = det.subsample_size(device)
     sets = [("id", subsample(data.id_test, n_max, seed))] + [(t.name, subsample(t.images, n_max, seed))
                                                              for t in data.tests]
     for key, images in sets:
@@ -58,7 +58,7 @@ def fit_and_score(session, name: str, params: dict | None = None) -> Scored:
         scores[key] = check_scores(det.score(rep), len(images), name)
         n_scored += len(images)
     t_score = time.perf_counter() - t0
-    if hasattr(det, "p_value"):
+    if det.gives_p_values():
         id_set = sets[0][1]
         pvals["id"] = check_scores(det.p_value(session.representation(id_set, "id")), len(id_set),
                                    name + " p_value")
