@@ -3,6 +3,7 @@
 ``oodbench.benchmark``; no adapter imports another adapter's private names. And the lab's method
 works on a plain ``nn.Module`` without the harness."""
 import ast
+import os
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,7 @@ def test_detectors_package_imports_without_harness_in_a_fresh_interpreter():
             "bad = [m for m in sys.modules if m.startswith(('oodbench.benchmark', 'oodbench.adapters'))]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       cwd=ROOT.parent, env={**__import__("os").environ, "PYTHONPATH": str(ROOT.parent)})
+                       cwd=ROOT.parent, env={**os.environ, "PYTHONPATH": str(ROOT.parent)})
     assert r.returncode == 0, r.stdout + r.stderr
 
 

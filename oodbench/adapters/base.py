@@ -31,6 +31,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+_UNSET = object()
 CONSUMABLE = frozenset({"logits", "features", "taps", "model", "images"})
 
 
@@ -74,7 +75,8 @@ class Detector:
                 if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
     def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in self._param_names() if hasattr(self, k)}
+        values = {k: getattr(self, k, _UNSET) for k in self._param_names()}
+        return {k: v for k, v in values.items() if v is not _UNSET}
 
     def set_params(self, **params) -> "Detector":
         for k, v in params.items():

@@ -53,7 +53,15 @@ def subsample(n: int, max_samples: int | None, seed: int, checksum: str) -> np.n
 
 
 class _WGANBase(Detector):
-    """Shared: train (or load) the WGAN-GP + inverter on the ID ``train`` split; check its inverter."""
+    """Shared: train (or load) the WGAN-GP + inverter on the ID ``train`` split; check its inverter.
+
+    The GAN's hyperparameters, common to the three detectors: ``dim`` / ``iterations`` / ``epochs``, its
+    width and training budget (None = the defaults of :func:`_gan_config`); ``min_iterations``, the budget
+    on tiny training sets; ``batch_size``; ``lr``; ``monitor_n``, ID fit images for the inverter check."""
+
+    def _gan_params(self, dim, iterations, epochs, min_iterations, batch_size, lr, monitor_n) -> None:
+        self.dim, self.iterations, self.epochs, self.min_iterations = dim, iterations, epochs, min_iterations
+        self.batch_size, self.lr, self.monitor_n = batch_size, lr, monitor_n
 
     def _gan_config(self, train, device) -> dict:
         rgb = train.x.ndim == 4
@@ -149,13 +157,7 @@ class ReconDetector(_WGANBase):
                  epochs: float | None = None, min_iterations: int = 100, batch_size: int | None = None, lr: float | None = None,
                  monitor_n: int = 1000):
         self.terms = terms
-        self.dim = dim
-        self.iterations = iterations
-        self.epochs = epochs
-        self.min_iterations = min_iterations
-        self.batch_size = batch_size
-        self.lr = lr
-        self.monitor_n = monitor_n
+        self._gan_params(dim, iterations, epochs, min_iterations, batch_size, lr, monitor_n)
 
     def fit(self, fit, cal=None):
         if self.terms not in ("ce+mse", "ce", "mse", "flip"):
@@ -251,18 +253,9 @@ class DeltaZDetector(_DeltaZBase):
                  max_samples: int | None = 500, dim: int | None = None, iterations: int | None = None,
                  epochs: float | None = None, min_iterations: int = 100, batch_size: int | None = None, lr: float | None = None,
                  monitor_n: int = 1000):
-        self.nsamples = nsamples
-        self.step = step
-        self.h0 = h0
-        self.stop = stop
+        self.nsamples, self.step, self.h0, self.stop = nsamples, step, h0, stop
         self.max_samples = max_samples
-        self.dim = dim
-        self.iterations = iterations
-        self.epochs = epochs
-        self.min_iterations = min_iterations
-        self.batch_size = batch_size
-        self.lr = lr
-        self.monitor_n = monitor_n
+        self._gan_params(dim, iterations, epochs, min_iterations, batch_size, lr, monitor_n)
 
     batch = 1
 
@@ -297,19 +290,9 @@ class FastDeltaZDetector(_DeltaZBase):
                  grad_steps: int = 20, max_samples: int | None = 2000, dim: int | None = None,
                  iterations: int | None = None, epochs: float | None = None, min_iterations: int = 100,
                  batch_size: int | None = None, lr: float | None = None, monitor_n: int = 1000):
-        self.method = method
-        self.n_directions = n_directions
-        self.n_bisect = n_bisect
-        self.h0 = h0
-        self.grad_steps = grad_steps
-        self.max_samples = max_samples
-        self.dim = dim
-        self.iterations = iterations
-        self.epochs = epochs
-        self.min_iterations = min_iterations
-        self.batch_size = batch_size
-        self.lr = lr
-        self.monitor_n = monitor_n
+        self.method, self.n_directions, self.n_bisect = method, n_directions, n_bisect
+        self.h0, self.grad_steps, self.max_samples = h0, grad_steps, max_samples
+        self._gan_params(dim, iterations, epochs, min_iterations, batch_size, lr, monitor_n)
 
     @property
     def batch(self):
