@@ -210,3 +210,35 @@ def test_optional_detector_methods_are_declared_on_the_base_class():
         Detector().p_value(None)
     assert registry.get("stattest").gives_p_values() and registry.get("vae").gives_p_values()
     assert not registry.get("pytorch_ood.msp").gives_p_values()
+
+
+# --------------------------------------------------------------------------------------------------
+# what the harness hands a detector
+# --------------------------------------------------------------------------------------------------
+def test_harness_implements_the_typed_context_and_representation():
+    from oodbench.adapters.context import CheckpointStore, FitContext, Representation
+    from oodbench.benchmark.models.generative import GenerativeCheckpoints
+    from oodbench.benchmark.tools import separable
+
+    sep = separable.problem(n_per_class=10)
+    rep = sep.reps("fit")
+    assert isinstance(rep, Representation) and isinstance(rep.context, FitContext)
+    assert rep.context.train is sep.train and isinstance(rep.context.checkpoints, CheckpointStore)
+    assert isinstance(GenerativeCheckpoints(None), CheckpointStore)
+
+
+def test_fit_context_without_a_store_trains_and_keeps_nothing():
+    from oodbench.adapters.context import FitContext
+
+    calls = []
+
+    def train(m):
+        calls.append(m)
+        return {"steps": 1}
+
+    ctx = FitContext()
+    m, meta = ctx.load_or_train("toy", {"a": 1}, "data", 3, lambda: nn.Linear(2, 2), train)
+    m2, meta2 = ctx.load_or_train("toy", {"a": 1}, "data", 3, lambda: nn.Linear(2, 2), train)
+    assert len(calls) == 2 and not meta["cached"] and meta["steps"] == 1 and meta["seed"] == 3
+    with pytest.raises(ValueError, match="train split"):
+        ctx.require_train("the VAE detector")

@@ -4,5 +4,5 @@ wrapped library or family (:mod:`.pytorch_ood`, :mod:`.openood`, :mod:`.lab`), w
 (:mod:`.common`, :mod:`.cuda`). Adapters import :mod:`oodbench.detectors` and libraries, never
 :mod:`oodbench.benchmark`."""
 from oodbench.adapters.base import Detector, DetectorError, DetectorInfo  # noqa: F401
-from oodbench.adapters.context import CheckpointStore, FitContext  # noqa: F401
+from oodbench.adapters.context import CheckpointStore, FitContext, Representation  # noqa: F401
 from oodbench.adapters.registry import REGISTRY, Registry, create, names, register  # noqa: F401

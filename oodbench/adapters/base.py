@@ -4,8 +4,9 @@ A detector **declares what it consumes** (``consumes``): any of ``logits``, ``fe
 ``taps`` (per-layer statistics), ``model`` (it runs the classifier on raw inputs itself, e.g. for
 input gradients) and ``images`` (raw uint8 images, for classifier-free detectors such as a VAE).
 Detectors that train their own model (VAE, GAN) find the ID ``train`` split, the device, the seed and
-a checkpoint store in ``rep.context``, a :class:`~oodbench.adapters.context.FitContext`. The runner extracts each representation once per dataset and hands the detector
-:class:`~oodbench.benchmark.evaluation.features.Representation` objects that serve them from the cache.
+a checkpoint store in ``rep.context``, a :class:`~oodbench.adapters.context.FitContext`. The runner
+extracts each representation once per dataset and hands the detector
+:class:`~oodbench.adapters.context.Representation` objects that serve them from the cache.
 
 The contract, in scikit-learn's spirit:
 

@@ -1,4 +1,5 @@
-"""What a detector may get from the harness besides its representations: a typed :class:`FitContext`.
+"""What a detector gets from the harness: :class:`Representation`\ s of datasets and, through them, a
+typed :class:`FitContext`.
 
 A detector that trains its own model (the VAE, the WGAN-GP) needs the ID ``train`` split, the device,
 the seed and somewhere to keep its checkpoints; it reads them from ``rep.context`` (a ``FitContext``).
@@ -9,7 +10,7 @@ one yourself: ``FitContext(train=images)`` trains without caching.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -59,3 +60,43 @@ class FitContext:
         log = train(module)
         return module.cpu().eval(), {"kind": kind, "config": config, "data_checksum": data_checksum,
                                      "seed": int(seed), **log, "cached": False}
+
+
+@runtime_checkable
+class Representation(Protocol):
+    """What ``fit`` / ``score`` / ``p_value`` receive for one dataset (the harness's implementation:
+    ``oodbench.benchmark.evaluation.features.Representation``). Arrays come from the representation
+    cache, computed once per (classifier, dataset)."""
+
+    images: Any  #: the dataset: uint8 ``x``, labels ``y``, ``checksum``, ``subset(idx)``
+    role: str  #: ``fit``, ``cal``, ``id`` or an OOD test set's name
+    store: Any  #: where the arrays come from: ``taps`` (the cached layers), ``representation(images, role)``
+
+    def __len__(self) -> int: ...
+
+    @property
+    def labels(self) -> Any: ...  #: true labels (ID splits only; use ``preds`` on test sets)
+
+    @property
+    def logits(self) -> Any: ...  #: ``(N, C)`` float32
+
+    @property
+    def features(self) -> Any: ...  #: ``(N, D)`` float32, penultimate
+
+    @property
+    def preds(self) -> Any: ...  #: ``(N,)`` int64
+
+    def taps(self) -> dict: ...  #: ``{layer: (N, d)}`` per-layer statistics
+
+    @property
+    def model(self) -> Any: ...  #: the classifier ``nn.Module``
+
+    @property
+    def device(self) -> Any: ...
+
+    @property
+    def context(self) -> FitContext: ...
+
+    def inputs(self, batch_size: int | None = None) -> Iterator[Any]: ...  #: float batches in [0, 1]
+
+    def input_tensor(self) -> Any: ...

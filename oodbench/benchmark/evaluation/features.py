@@ -154,7 +154,8 @@ class RepresentationStore:
 
 
 class Representation:
-    """What a detector sees of one dataset: lazy cached arrays, labels, model and inputs.
+    """What a detector sees of one dataset: lazy cached arrays, labels, model and inputs (the harness's
+    implementation of :class:`oodbench.adapters.context.Representation`).
 
     ``role`` is ``fit``, ``cal``, ``id`` (ID test) or the OOD test set's name. ``labels`` are the
     dataset's true labels (ID splits only; -1 or unrelated for OOD sets — detectors must use ``preds``).

@@ -12,8 +12,6 @@ import time
 import tracemalloc
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from oodbench.adapters import registry
 from oodbench.adapters.base import check_scores
 from oodbench.benchmark.evaluation import scorecache
