@@ -1,4 +1,4 @@
-"""What a detector gets from the harness: :class:`Representation`\ s of datasets and, through them, a
+"""What a detector gets from the harness: a :class:`Representation` of each dataset and, through it, a
 typed :class:`FitContext`.
 
 A detector that trains its own model (the VAE, the WGAN-GP) needs the ID ``train`` split, the device,
