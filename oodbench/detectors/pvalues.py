@@ -25,8 +25,8 @@ Everything here is plain, vectorised numpy. The conventions:
 
 * :func:`benjamini_hochberg`: FDR control over a batch of test inputs.
 
-* :class:`~oodbench.detectors.grouped_reference.GroupedReference`: the fast engine behind the statistical-test detector. Exact two-sided
-  (or one-sided) conformal p-values of many channels under many class-conditional references at
+* :class:`~oodbench.detectors.grouped_reference.GroupedReference`: the fast engine behind the
+  statistical-test detector. Exact two-sided (or one-sided) conformal p-values of many channels under many class-conditional references at
   once, via a per-channel lookup table (see its docstring for the algorithm and memory use).
 """
 from __future__ import annotations

@@ -10,6 +10,7 @@ import torch
 
 from oodbench.adapters.base import Detector, DetectorInfo
 from oodbench.detectors.pvalues import conformal_p
+from oodbench.detectors.sampling import seeded_subset
 from oodbench.detectors.vae import SCORES, Z_MODES, as_input, build_vae, neg_elbo, per_sample_grads, train_vae
 
 
@@ -75,8 +76,7 @@ class VAEDetector(Detector):
         n = len(images)
         if n <= self.ref_max:
             return images.x
-        rng = np.random.default_rng(self.seed_ + salt)
-        return images.x[np.sort(rng.choice(n, self.ref_max, replace=False))]
+        return images.x[seeded_subset(n, self.ref_max, self.seed_ + salt)]
 
     def _elbo_neg(self, x_uint8):
         return neg_elbo(self.model_, as_input(x_uint8, self.model_), self.z_mode, self.k, device=self.device_,

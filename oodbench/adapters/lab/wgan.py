@@ -102,8 +102,7 @@ class _WGANBase(Detector):
         cfg = self._gan_config(train, self.device_)
         self.shape_ = tuple(train.x.shape[1:3])
         oracle = Oracle(fit.model, self.shape_, self.device_)
-        rng = np.random.default_rng(self.seed_)
-        mon_idx = np.sort(rng.choice(len(fit), min(self.monitor_n, len(fit)), replace=False))
+        mon_idx = seeded_subset(len(fit), self.monitor_n, self.seed_)
         mon_x = fit.images.x[mon_idx]
         mon_y = torch.as_tensor(fit.preds[mon_idx], device=self.device_)
 

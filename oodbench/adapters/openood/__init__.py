@@ -22,8 +22,9 @@ What the adapter supplies (details and measurements in ``docs/openood.md``):
   (ODIN: input gradients, on 3 replicated channels for grey models; Gram: hooks; RankFeat:
   ``intermediate_forward``/``layer4``/``avgpool``).
 * **CPU**: OpenOOD hard-codes ``.cuda()``. On a machine without CUDA, construction, ``setup`` and
-  ``inference`` run inside :func:`oodbench.adapters.cuda.cpu_patch`, which turns ``Tensor.cuda``/``Module.cuda`` into no-ops
-  and rewrites ``device='cuda'`` arguments to the CPU, and restores everything on exit.
+  ``inference`` run inside :func:`oodbench.adapters.cuda.cpu_patch`, which turns ``Tensor.cuda`` /
+  ``Module.cuda`` into no-ops and rewrites ``device='cuda'`` arguments to the CPU, and restores
+  everything on exit.
 * **Scores** are OpenOOD's confidence negated (higher = more OOD).
 """
 from oodbench.adapters.cuda import cpu_patch  # noqa: F401

@@ -15,6 +15,7 @@ from oodbench.adapters.cuda import cpu_patch
 from oodbench.adapters.openood.networks import ContractNet, LookupNet, loader
 from oodbench.adapters.openood.specs import DATASET, INSTALL, SPECS
 
+
 class OpenOODMissing(ImportError):
     pass
 
