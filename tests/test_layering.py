@@ -242,3 +242,21 @@ def test_fit_context_without_a_store_trains_and_keeps_nothing():
     assert len(calls) == 2 and not meta["cached"] and meta["steps"] == 1 and meta["seed"] == 3
     with pytest.raises(ValueError, match="train split"):
         ctx.require_train("the VAE detector")
+
+
+def test_one_cuda_patch_in_two_modes():
+    from oodbench.adapters.cuda import CudaCall, cuda_calls
+    from oodbench.benchmark.tools.guards import cpu_only
+
+    saved = torch.Tensor.cuda, nn.Module.cuda
+    with cpu_only():
+        with pytest.raises(CudaCall, match="must work on CPU"):
+            torch.ones(1).cuda()
+        with pytest.raises(CudaCall):
+            nn.Linear(1, 1).cuda()
+    with cuda_calls("noop"):
+        assert torch.ones(1).cuda().device.type == "cpu"
+    assert (torch.Tensor.cuda, nn.Module.cuda) == saved
+    with pytest.raises(ValueError, match="mode"):
+        with cuda_calls("other"):
+            pass
