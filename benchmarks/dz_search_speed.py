@@ -36,7 +36,7 @@ def main(argv=None):
     from oodbench import metrics
     from oodbench.benchmark import config
     from oodbench.benchmark.evaluation.session import Session
-    from oodbench.detectors.wgan import DeltaZDetector, FastDeltaZDetector
+    from oodbench.adapters.lab.wgan import DeltaZDetector, FastDeltaZDetector
 
     threads = config.set_threads(a.threads)
     session = Session(a.suite, a.seed, a.device, a.cache_dir, a.data_dir, progress=True)

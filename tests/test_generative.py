@@ -4,6 +4,7 @@ The Δz searches are checked on a synthetic generator + classifier whose decisio
 space is known exactly (a hyperplane), so no GAN needs training; the GAN training/cache path runs a
 handful of iterations only. The end-to-end separable-problem checks live in tests/test_adapters.py.
 """
+import dataclasses
 import json
 
 import numpy as np
@@ -15,9 +16,13 @@ from scipy.stats import spearmanr
 from oodbench import metrics
 from oodbench.adapters import registry
 from oodbench.adapters.base import DetectorError
+from oodbench.adapters.lab import vae as lab_vae
+from oodbench.adapters.lab import wgan as lab_wgan
 from oodbench.benchmark.tools import separable
 from oodbench.benchmark.data import ImageSet
-from oodbench.detectors import gencache, vae, wgan
+from oodbench.benchmark.models.generative import GenerativeCheckpoints
+from oodbench.detectors import dz_search, vae, wgan
+from oodbench.detectors.pvalues import conformal_p
 
 torch.set_num_threads(1)
 
@@ -29,11 +34,11 @@ def sep():
 
 @pytest.fixture
 def ctx(sep):
-    """Temporarily extend the separable problem's context (restored afterwards)."""
-    saved = dict(sep.store.context)
+    """Temporarily give the separable problem's context a checkpoint cache folder (restored afterwards)."""
+    saved = sep.store.context
 
-    def set_(**kw):
-        sep.store.context = {**saved, **kw}
+    def set_(cache):
+        sep.store.context = dataclasses.replace(saved, checkpoints=GenerativeCheckpoints(cache))
 
     yield set_
     sep.store.context = saved
@@ -44,11 +49,11 @@ def ctx(sep):
 # --------------------------------------------------------------------------------------------------
 def test_conformal_p_edge_cases():
     cal = np.array([1.0, 2.0, 2.0, 3.0])
-    p = gencache.conformal_p(cal, np.array([0.0, 2.0, 3.0, 10.0]))
+    p = conformal_p(cal, np.array([0.0, 2.0, 3.0, 10.0]))
     # (1 + #{cal >= s}) / (n + 1); ties count against rejection
     np.testing.assert_allclose(p, [5 / 5, 4 / 5, 2 / 5, 1 / 5])
     rng = np.random.default_rng(0)
-    null = gencache.conformal_p(rng.normal(size=2000), rng.normal(size=4000))
+    null = conformal_p(rng.normal(size=2000), rng.normal(size=4000))
     assert abs((null <= 0.05).mean() - 0.05) < 0.015 and null.min() >= 1 / 2001
 
 
@@ -78,20 +83,20 @@ def test_vae_detector_separable_pvalues_and_cache(sep, ctx, tmp_path):
 
 def test_vae_variants_and_params(sep):
     fit, cal = sep.reps("fit"), sep.reps("cal")
-    base = vae.VAEDetector(min_steps=60).fit(fit, cal)
+    base = lab_vae.VAEDetector(min_steps=60).fit(fit, cal)
     rid = sep.reps("id_test")
     r, kl, ne = vae.neg_elbo(base.model_, vae.as_input(sep.id_test.x, base.model_), parts=True)
     np.testing.assert_allclose(r + kl, ne, rtol=1e-5)
     for kw in ({"statistic": "recon"}, {"statistic": "kl"}, {"z_mode": "sample", "k": 4}, {"z_mode": "iw", "k": 4},
                {"statistic": "typicality"}):
-        d = vae.VAEDetector(min_steps=60, **kw).fit(fit, cal)  # same key → same (memoised) model
+        d = lab_vae.VAEDetector(min_steps=60, **kw).fit(fit, cal)  # same key → same (memoised) model
         s1, s2 = d.score(rid), d.score(rid)
         assert s1.shape == (len(rid),) and np.isfinite(s1).all()
         np.testing.assert_array_equal(s1, s2)  # seeded: sampling modes are deterministic too
-    twin = vae.VAEDetector(statistic="kl", k=3).clone()
+    twin = lab_vae.VAEDetector(statistic="kl", k=3).clone()
     assert twin.get_params()["statistic"] == "kl" and twin.get_params()["k"] == 3
     with pytest.raises(ValueError, match="statistic"):
-        vae.VAEDetector(statistic="nope").fit(fit, cal)
+        lab_vae.VAEDetector(statistic="nope").fit(fit, cal)
 
 
 def test_conv_vae_trains_on_rgb():
@@ -137,39 +142,39 @@ def _plane_problem(n=12, seed=0):
 
 def test_searches_recover_known_distance():
     G, z, y, truth = _plane_problem()
-    oracle = wgan.Oracle(_SignNet(), (28, 28), "cpu")
-    faithful = torch.tensor([wgan.recursive_search(G, oracle, z[i:i + 1], int(y[i]),
+    oracle = dz_search.Oracle(_SignNet(), (28, 28), "cpu")
+    faithful = torch.tensor([dz_search.recursive_search(G, oracle, z[i:i + 1], int(y[i]),
                                                    torch.Generator().manual_seed(i), nsamples=500)[0]
                              for i in range(len(z))])
-    seeds = [wgan._sample_seed(0, i) for i in range(len(z))]
-    bis = wgan.bisection_search(G, oracle, z, y, seeds, n_directions=64)
-    grad = wgan.gradient_search(G, oracle, z, y)
+    seeds = [dz_search.sample_seed(0, i) for i in range(len(z))]
+    bis = dz_search.bisection_search(G, oracle, z, y, seeds, n_directions=64)
+    grad = dz_search.gradient_search(G, oracle, z, y)
     # the gradient walk finds the nearest boundary point; random directions overestimate it
     np.testing.assert_allclose(grad.numpy(), truth.numpy(), atol=0.02)
     assert (faithful >= truth - 0.01).all() and (bis >= truth - 0.02).all()
     for est in (faithful, bis):
         assert spearmanr(est.numpy(), truth.numpy()).correlation > 0.9
     # a reconstruction that is already labelled differently gives Δz = 0
-    assert float(wgan.bisection_search(G, oracle, z[:1], 1 - y[:1], seeds[:1])[0]) == 0.0
-    assert float(wgan.gradient_search(G, oracle, z[:1], 1 - y[:1])[0]) == 0.0
+    assert float(dz_search.bisection_search(G, oracle, z[:1], 1 - y[:1], seeds[:1])[0]) == 0.0
+    assert float(dz_search.gradient_search(G, oracle, z[:1], 1 - y[:1])[0]) == 0.0
 
 
 def test_search_is_seeded_per_sample():
     G, z, y, _ = _plane_problem(n=4)
-    oracle = wgan.Oracle(_SignNet(), (28, 28), "cpu")
-    seeds = [wgan._sample_seed(0, i) for i in range(4)]
-    a = wgan.bisection_search(G, oracle, z, y, seeds, n_directions=16)
-    b = wgan.bisection_search(G, oracle, z[[2, 0, 3, 1]], y[[2, 0, 3, 1]], [seeds[i] for i in (2, 0, 3, 1)],
+    oracle = dz_search.Oracle(_SignNet(), (28, 28), "cpu")
+    seeds = [dz_search.sample_seed(0, i) for i in range(4)]
+    a = dz_search.bisection_search(G, oracle, z, y, seeds, n_directions=16)
+    b = dz_search.bisection_search(G, oracle, z[[2, 0, 3, 1]], y[[2, 0, 3, 1]], [seeds[i] for i in (2, 0, 3, 1)],
                               n_directions=16)
     np.testing.assert_array_equal(a[[2, 0, 3, 1]].numpy(), b.numpy())  # independent of batch composition
 
 
 def test_subsample_is_seeded_and_without_replacement():
-    a = wgan.subsample(1000, 100, 0, "abc")
-    assert len(np.unique(a)) == 100 and np.array_equal(a, wgan.subsample(1000, 100, 0, "abc"))
-    assert not np.array_equal(a, wgan.subsample(1000, 100, 0, "abd"))
-    assert np.array_equal(wgan.subsample(50, 100, 0, "abc"), np.arange(50))
-    assert np.array_equal(wgan.subsample(5000, None, 0, "abc"), np.arange(5000))
+    a = lab_wgan.subsample(1000, 100, 0, "abc")
+    assert len(np.unique(a)) == 100 and np.array_equal(a, lab_wgan.subsample(1000, 100, 0, "abc"))
+    assert not np.array_equal(a, lab_wgan.subsample(1000, 100, 0, "abd"))
+    assert np.array_equal(lab_wgan.subsample(50, 100, 0, "abc"), np.arange(50))
+    assert np.array_equal(lab_wgan.subsample(5000, None, 0, "abc"), np.arange(5000))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import pytest
 from scipy import stats
 
 from oodbench.detectors import pvalues as pv
+from oodbench.detectors.grouped_reference import GroupedReference
 
 
 # --- conformal p-values ---------------------------------------------------------------------------
@@ -58,7 +59,7 @@ def test_engine_matches_searchsorted_with_ties_nan_constant():
     t[:40] = x[rng.integers(0, n, 40)]  # exact hits
     t[40, 0], t[41, 0], t[42, 0] = np.nan, np.inf, -np.inf
     for side in pv.SIDES:
-        eng = pv.GroupedReference(x, g, side=side, grid_factor=2, max_scan=1, chunk=64)
+        eng = GroupedReference(x, g, side=side, grid_factor=2, max_scan=1, chunk=64)
         got = eng.pvalues(t)
         tt = t.copy()
         tt[40, 0] = np.inf  # NaN is treated as larger than every reference value
@@ -75,7 +76,7 @@ def test_engine_exact_when_an_outlier_crowds_every_bucket():
     g = rng.integers(0, 4, 2000)
     t = rng.normal(size=(500, 3)).astype(np.float32)
     t[:50] = x[rng.integers(0, 2000, 50)]
-    got = pv.GroupedReference(x, g, 4).pvalues(t)
+    got = GroupedReference(x, g, 4).pvalues(t)
     for c in range(4):
         np.testing.assert_allclose(got[:, c], pv.conformal_pvalues(pv.sort_reference(x[g == c]), t, "two-sided"))
 
@@ -83,7 +84,7 @@ def test_engine_exact_when_an_outlier_crowds_every_bucket():
 def test_engine_memory_linear_in_reference_size():
     rng = np.random.default_rng(3)
     sizes = [500, 1000, 2000]
-    nb = [pv.GroupedReference(rng.normal(size=(n, 20)), rng.integers(0, 4, n), 4).nbytes for n in sizes]
+    nb = [GroupedReference(rng.normal(size=(n, 20)), rng.integers(0, 4, n), 4).nbytes for n in sizes]
     r = np.diff(nb) / np.diff(sizes)  # bytes per extra reference sample
     assert 0.8 < r[1] / r[0] < 1.25
 

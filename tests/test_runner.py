@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from oodbench.adapters.base import Detector, DetectorInfo
-from oodbench.adapters.registry import _REGISTRY, register
+from oodbench.adapters.registry import REGISTRY
 from oodbench.benchmark.evaluation import runner
 from oodbench.benchmark.cli import main
 
@@ -27,14 +27,13 @@ class _Broken(Detector):
 
 @pytest.fixture
 def broken():
-    names = []
-    for mode in ("raise", "nan", "shape", "dtype"):
-        n = f"test.broken_{mode}"
-        register(n)(type(f"B{mode}", (_Broken,), {"mode": mode}))
-        names.append(n)
-    yield names
-    for n in names:
-        _REGISTRY.pop(n, None)
+    with REGISTRY.scoped():
+        names = []
+        for mode in ("raise", "nan", "shape", "dtype"):
+            n = f"test.broken_{mode}"
+            REGISTRY.register(n)(type(f"B{mode}", (_Broken,), {"mode": mode}))
+            names.append(n)
+        yield names
 
 
 def test_end_to_end_and_second_run_uses_the_cache(data_dir, cache_dir, tmp_path, broken):
@@ -146,13 +145,11 @@ def test_expensive_detector_is_scored_on_a_seeded_subsample(data_dir, cache_dir,
         def score(self, rep):
             return -rep.logits.max(1).astype(np.float64)
 
-    register("test.subsampled")(Sub)
-    try:
+    with REGISTRY.scoped():
+        REGISTRY.register("test.subsampled")(Sub)
         res = runner.evaluate("mnist-smoke", detectors=["test.subsampled"], data_dir=data_dir, cache_dir=cache_dir,
                               out=tmp_path, threads=1, n_boot=0, progress=False, use_score_cache=False)
         df = res.table
-    finally:
-        _REGISTRY.pop("test.subsampled", None)
     per = df[(df.detector == "test.subsampled") & (df.metric == "auroc") & ~df.test_set.str.endswith("-mean")]
     assert len(per) and (per.n_id == 40).all() and (per.n_ood == 40).all()
     assert res.record["detectors"]["test.subsampled"]["0"]["subsample"] == 40

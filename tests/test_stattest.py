@@ -10,8 +10,13 @@ from oodbench import metrics
 from oodbench.adapters import registry
 from oodbench.benchmark.tools import separable
 from oodbench.benchmark.evaluation.features import RepresentationStore
-from oodbench.detectors.guard import Accepted, ArrayGuard, Guard, OODRefusal, Refused
-from oodbench.detectors.stattest import MaxSimesFisher, StatTest, module_taps
+from oodbench.adapters.lab import stattest_variants
+from oodbench.adapters.lab.stattest import StatTest
+from oodbench.adapters.registry import Registry
+from oodbench.benchmark.evaluation.guard import Guard
+from oodbench.detectors.guard import Accepted, ArrayGuard, OODRefusal, Refused
+from oodbench.detectors.stattest import MaxSimesFisher
+from oodbench.detectors.taps import module_taps
 
 K, DIM = 3, 8
 
@@ -164,22 +169,10 @@ def test_guard_on_a_harness_classifier(sep):
         Guard(sep.model, registry.create("pytorch_ood.msp"))
 
 
-def test_vae_variant_is_skipped_cleanly_without_vae(monkeypatch):
-    from oodbench.adapters import lab_stattest
-
-    registry._load()
-    saved = dict(registry._REGISTRY)
-    try:
-        registry._REGISTRY.pop("vae", None)
-        registry._REGISTRY.pop("stattest+vae", None)
-
-        def no_module(name):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-        monkeypatch.setattr(lab_stattest.importlib, "import_module", no_module)
-        lab_stattest._register_vae_variant()
-        assert "stattest+vae" not in registry._REGISTRY
-        assert "stattest" in registry._REGISTRY
-    finally:
-        registry._REGISTRY.clear()
-        registry._REGISTRY.update(saved)
+def test_vae_variant_is_skipped_cleanly_without_vae():
+    reg = Registry(builtins=False)
+    stattest_variants.register_all(reg)
+    assert "stattest+vae" not in reg and "stattest" in reg and "stattest.pred" in reg
+    reg.add("vae", registry.get("vae"))
+    stattest_variants.register_all(reg)
+    assert "stattest+vae" in reg and reg.get("stattest+vae").consumes == frozenset({"taps", "images"})

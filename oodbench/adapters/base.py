@@ -3,9 +3,10 @@
 A detector **declares what it consumes** (``consumes``): any of ``logits``, ``features`` (penultimate),
 ``taps`` (per-layer statistics), ``model`` (it runs the classifier on raw inputs itself, e.g. for
 input gradients) and ``images`` (raw uint8 images, for classifier-free detectors such as a VAE).
-Detectors that train their own model (VAE, GAN) find the ID ``train`` split, the cache folder, the
-seed and the device in ``rep.context``. The runner extracts each representation once per dataset and hands the detector
-:class:`~oodbench.benchmark.evaluation.features.Representation` objects that serve them from the cache.
+Detectors that train their own model (VAE, GAN) find the ID ``train`` split, the device, the seed and
+a checkpoint store in ``rep.context``, a :class:`~oodbench.adapters.context.FitContext`. The runner
+extracts each representation once per dataset and hands the detector
+:class:`~oodbench.adapters.context.Representation` objects that serve them from the cache.
 
 The contract, in scikit-learn's spirit:
 
@@ -14,7 +15,10 @@ The contract, in scikit-learn's spirit:
 * ``fit(fit, cal=None)`` sees ID data only: the suite's ``fit`` split and, for detectors that
   calibrate, the held-out ``cal`` split. Returns ``self``.
 * ``score(rep)`` returns float64 of shape ``(len(rep),)``; **higher = more OOD**.
-* A detector that yields p-values also implements ``p_value(rep)`` (values in (0, 1], small = OOD).
+* Optional methods, declared here with their defaults: ``p_value(rep)`` (values in (0, 1], small = OOD;
+  a detector that implements it answers ``gives_p_values()`` with True), ``subsample_size(device)``
+  (at most this many inputs of each test set are scored, a seeded subsample; None = all) and
+  ``tap_layers`` (the layers a fitted detector reads).
 * ``info`` (:class:`DetectorInfo`) carries metadata the reports read: library and version, paper,
   whether it needs fitting, OOD data for tuning, gradients; whether it works on CPU.
 """
@@ -26,7 +30,9 @@ from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 import numpy as np
+import torch
 
+_UNSET = object()
 CONSUMABLE = frozenset({"logits", "features", "taps", "model", "images"})
 
 
@@ -70,7 +76,8 @@ class Detector:
                 if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
     def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in self._param_names() if hasattr(self, k)}
+        values = {k: getattr(self, k, _UNSET) for k in self._param_names()}
+        return {k: v for k, v in values.items() if v is not _UNSET}
 
     def set_params(self, **params) -> "Detector":
         for k, v in params.items():
@@ -89,6 +96,25 @@ class Detector:
     def score(self, rep) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # --- optional methods (overridden where a detector has them) ---------------------------------
+    def p_value(self, rep) -> np.ndarray:
+        """p-values of H0 "ID" for every input of ``rep``, in (0, 1] (small = OOD)."""
+        raise NotImplementedError(f"{type(self).__name__} gives no p-values")
+
+    @classmethod
+    def gives_p_values(cls) -> bool:
+        """Whether this detector implements :meth:`p_value`."""
+        return cls.p_value is not Detector.p_value
+
+    def subsample_size(self, device) -> int | None:
+        """Score at most this many inputs of each test set (a seeded subsample) on ``device``; None: all."""
+        return None
+
+    @property
+    def tap_layers(self) -> list:
+        """The classifier layers whose taps the (fitted) detector reads; empty: the cache's default."""
+        return []
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
@@ -96,7 +122,16 @@ class Detector:
 
 class LibraryDetector(Detector):
     """Base of wrappers around a library's detector: hyperparameters are the keyword arguments passed
-    to the library class, over its defaults (``defaults()``, which subclasses provide)."""
+    to the library class, over its defaults (``defaults()``, which subclasses provide). One marked
+    ``expensive`` scores a seeded subsample of ``CPU_SUBSAMPLE`` inputs per set on CPU."""
+
+    #: per-set sample cap on CPU for detectors marked expensive (the runner's seeded subsample)
+    CPU_SUBSAMPLE: ClassVar[int] = 2000
+
+    def subsample_size(self, device) -> int | None:
+        if self.info.expensive and not str(device).startswith("cuda"):
+            return self.CPU_SUBSAMPLE
+        return None
 
     def __init__(self, **kwargs):
         self.kwargs = kwargs
@@ -118,7 +153,7 @@ class LibraryDetector(Detector):
 
 def check_scores(scores, n: int, who: str = "detector") -> np.ndarray:
     """Validate a detector's output: numeric, shape (n,), no NaN. Returns float64."""
-    if hasattr(scores, "detach"):
+    if isinstance(scores, torch.Tensor):
         scores = scores.detach().cpu().numpy()
     arr = np.asarray(scores)
     if arr.dtype.kind not in "fiu":

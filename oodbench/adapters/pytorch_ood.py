@@ -31,7 +31,7 @@ import torch
 from pytorch_ood import detector as pod
 
 from oodbench.adapters.base import DetectorInfo, LibraryDetector
-from oodbench.adapters.registry import register
+from oodbench.adapters.common import feature_layers, layer_outputs, vim_dim
 
 VERSION = pytorch_ood.__version__
 #: constructor arguments that are the network or parts of it (supplied by the adapter, not hyperparameters)
@@ -46,11 +46,8 @@ POLICY_DEFAULTS = {
     "ViM": {"d": "auto"},
 }
 BATCH = 256
-
-
-def vim_dim(d_features: int) -> int:
-    """The ViM principal-space dimension both adapters use: OpenOOD's default 256 when D > 256, else D // 2."""
-    return 256 if d_features > 256 else max(1, d_features // 2)
+#: every wrapper this module defines, by registry name (registered by :func:`register_all`)
+DETECTORS: dict[str, type] = {}
 
 
 def _paper(cls) -> str:
@@ -71,25 +68,6 @@ def _cpu_fc(model) -> torch.nn.Linear:
     return fc
 
 
-def _layer_outputs(model, x, layers) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Run ``model`` on ``x`` and return (logits, outputs of the named ``layers``) through forward hooks."""
-    mods = dict(model.named_modules())
-    got, hooks = {}, []
-    for n in layers:
-        hooks.append(mods[n].register_forward_hook(lambda m, i, o, n=n: got.__setitem__(n, o)))
-    try:
-        logits = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return logits, [got[n] for n in layers]
-
-
-def feature_layers(model) -> list[str]:
-    """The layers multi-layer detectors use: the model's ``tap_layers`` without the final ``fc``."""
-    return [n for n in getattr(model, "tap_layers", ()) if n != "fc"]
-
-
 _NDIM: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> ndims
 
 
@@ -98,7 +76,7 @@ def layer_ndims(rep) -> list[int]:
     key = rep.model
     if key not in _NDIM:
         with torch.no_grad():
-            _, outs = _layer_outputs(rep.model, next(iter(rep.inputs(batch_size=1))), feature_layers(rep.model))
+            _, outs = layer_outputs(rep.model, next(iter(rep.inputs(batch_size=1))), feature_layers(rep.model))
         _NDIM[key] = [o.ndim for o in outs]
     return _NDIM[key]
 
@@ -224,14 +202,6 @@ class PytorchOODDetector(LibraryDetector):
             out = self._score_model(rep)
         return out.detach().cpu().double().numpy().reshape(-1)
 
-    #: per-set sample cap on CPU for detectors marked expensive (the runner's seeded-subsample protocol)
-    CPU_SUBSAMPLE: ClassVar[int] = 2000
-
-    def subsample_size(self, device) -> int | None:
-        if self.info.expensive and not str(device).startswith("cuda"):
-            return self.CPU_SUBSAMPLE
-        return None
-
     def _score_model(self, rep) -> torch.Tensor:
         rep.model.eval()
         self._det.model = rep.model
@@ -256,7 +226,9 @@ def _define(name: str, target: str, kind: str, gradients: bool = False, notes: s
     sub = type(f"PytorchOOD_{target}", (base,),
                {"target": target, "kind": kind, "fit_on": fit_on, "consumes": frozenset(consumes), "info": info,
                 "__doc__": f"pytorch-ood's ``{target}`` (fed from {kind})."})
-    return register(f"pytorch_ood.{name}")(sub)
+    sub.name = f"pytorch_ood.{name}"
+    DETECTORS[sub.name] = sub
+    return sub
 
 
 # --- detectors that run the network themselves ------------------------------------------------------
@@ -310,7 +282,7 @@ class _HookedGram(pod.Gram):
 
     @torch.no_grad()
     def _create_feature_list(self, data):
-        return _layer_outputs(self._model, data, self._layer_names)
+        return layer_outputs(self._model, data, self._layer_names)
 
     def predict(self, x):
         logits, fl = self._create_feature_list(x)
@@ -386,63 +358,74 @@ class _WeightedEBO(PytorchOODDetector):
         return {"model": None, "weights": torch.ones(rep.logits.shape[1])}
 
 
-# --- logits --------------------------------------------------------------------------------------------
-MSP = _define("msp", "MaxSoftmax", "logits")
-TemperatureScaling = _define("temperature_scaling", "TemperatureScaling", "logits", fit_on="cal",
-                             notes="temperature fitted by LBFGS on the held-out ID cal split")
-Energy = _define("energy", "EnergyBased", "logits")
-MaxLogit = _define("maxlogit", "MaxLogit", "logits")
-Entropy = _define("entropy", "Entropy", "logits")
-GEN = _define("gen", "GEN", "logits")
-KLMatching = _define("klmatching", "KLMatching", "logits", fit_on="cal",
-                     notes="class templates from the held-out ID cal split (the library says: validation data)")
-OpenMax = _define("openmax", "OpenMax", "logits", expensive=True,
-                  toy="Weibull tails fitted on 60 samples per class of a 4-class toy: too few for EVT")
-WeightedEBO = _define("weighted_ebo", "WeightedEBO", "logits", base=_WeightedEBO,
-                      notes="uniform class weights: without VOS training it reduces to the energy score")
+# --- the wrappers with nothing to add to pytorch-ood's class: (registry name, class, what feeds it) ----------
+PLAIN = (
+    ("msp", "MaxSoftmax", "logits"),
+    ("energy", "EnergyBased", "logits"),
+    ("maxlogit", "MaxLogit", "logits"),
+    ("entropy", "Entropy", "logits"),
+    ("gen", "GEN", "logits"),
+    ("rmd", "RMD", "features"),
+    ("knn", "KNN", "features"),
+    ("she", "SHE", "features"),
+    ("gmm", "GMM", "features"),
+    ("pnml", "PNML", "features"),
+    ("nnguide", "NNGuide", "features"),
+    ("fdbd", "fDBD", "features"),
+    ("nci", "NCI", "features"),
+    ("lts", "LTS", "features"),
+    ("react", "ReAct", "maps"),
+    ("ash", "ASH", "maps"),
+    ("scale", "SCALE", "maps"),
+    ("vra", "VRA", "maps"),
+)
+for _name, _target, _kind in PLAIN:
+    _define(_name, _target, _kind)
+# --- with options: logits --------------------------------------------------------------------------------------------
+_define("temperature_scaling", "TemperatureScaling", "logits", fit_on="cal",
+        notes="temperature fitted by LBFGS on the held-out ID cal split")
+_define("klmatching", "KLMatching", "logits", fit_on="cal",
+        notes="class templates from the held-out ID cal split (the library says: validation data)")
+_define("openmax", "OpenMax", "logits", expensive=True,
+        toy="Weibull tails fitted on 60 samples per class of a 4-class toy: too few for EVT")
+_define("weighted_ebo", "WeightedEBO", "logits", base=_WeightedEBO,
+        notes="uniform class weights: without VOS training it reduces to the energy score")
 # --- pooled features ------------------------------------------------------------------------------------
-Mahalanobis = _define("mahalanobis", "Mahalanobis", "features",
-                      notes="0.4.0 sums (does not average) the class scatter before inverting: distances scale "
-                            "by 1/N, ranks are unchanged")
-RMD = _define("rmd", "RMD", "features")
-KNN = _define("knn", "KNN", "features")
-ViM = _define("vim", "ViM", "features", notes="d: no library default; 256 if D > 256 else D // 2 (OpenOOD's default)")
-DICE = _define("dice", "DICE", "features", notes="p: no library default; 0.9 (DICE paper, OpenOOD dice.yml)",
-               toy="p=0.9 keeps 6 of the toy head's 64 weights, so some classes lose all their evidence")
-SHE = _define("she", "SHE", "features")
-GMM = _define("gmm", "GMM", "features")
-PNML = _define("pnml", "PNML", "features")
-NNGuide = _define("nnguide", "NNGuide", "features")
-FDBD = _define("fdbd", "fDBD", "features")
-NCI = _define("nci", "NCI", "features")
-LTS = _define("lts", "LTS", "features")
+_define("mahalanobis", "Mahalanobis", "features",
+        notes="0.4.0 sums (does not average) the class scatter before inverting: distances scale "
+        "by 1/N, ranks are unchanged")
+_define("vim", "ViM", "features", notes="d: no library default; 256 if D > 256 else D // 2 (OpenOOD's default)")
+_define("dice", "DICE", "features", notes="p: no library default; 0.9 (DICE paper, OpenOOD dice.yml)",
+        toy="p=0.9 keeps 6 of the toy head's 64 weights, so some classes lose all their evidence")
 # --- feature maps + head ----------------------------------------------------------------------------------
-ReAct = _define("react", "ReAct", "maps")
-ASH = _define("ash", "ASH", "maps")
-SCALE = _define("scale", "SCALE", "maps")
-RankFeat = _define("rankfeat", "RankFeat", "maps",
-                   notes="on 1x1 maps (LeNet) the rank-1 part is the whole map: the head sees zeros",
-                   toy="the toy's maps are 1x1: removing the rank-1 part leaves zeros")
-VRA = _define("vra", "VRA", "maps")
+_define("rankfeat", "RankFeat", "maps",
+        notes="on 1x1 maps (LeNet) the rank-1 part is the whole map: the head sees zeros",
+        toy="the toy's maps are 1x1: removing the rank-1 part leaves zeros")
 # --- several layers -------------------------------------------------------------------------------------
-MultiMahalanobis = _define("multi_mahalanobis", "MultiMahalanobis", "taps", base=_MultiMahalanobis, expensive=True,
-                           notes="layers: tap_layers minus fc, spatial means from the representation cache")
-Gram = _define("gram", "Gram", "model", base=_Gram, expensive=True,
-               notes="layers: the 4-D tap_layers (LeNet: conv1, conv2) through forward hooks; "
-                     "class split seeded (seed=0)")
+_define("multi_mahalanobis", "MultiMahalanobis", "taps", base=_MultiMahalanobis, expensive=True,
+        notes="layers: tap_layers minus fc, spatial means from the representation cache")
+_define("gram", "Gram", "model", base=_Gram, expensive=True,
+        notes="layers: the 4-D tap_layers (LeNet: conv1, conv2) through forward hooks; "
+        "class split seeded (seed=0)")
 # --- gradients ---------------------------------------------------------------------------------------------
-ODIN = _define("odin", "ODIN", "model", gradients=True,
-               notes="inputs in [0, 1] pixel space (the model normalises inside), so norm_std=None is the paper's eps")
-MahalanobisODIN = _define("mahalanobis_odin", "MahalanobisODIN", "model", gradients=True, base=_FitFromFeatures,
-                          expensive=True,
-                          notes="fitted on cached features, scored with input perturbation")
-GradNorm = _define("gradnorm", "GradNorm", "model", gradients=True,
-                   notes="per-sample gradients of all parameters (torch.func.vmap)", expensive=True)
-GradUncertainty = _define(
+_define("odin", "ODIN", "model", gradients=True,
+        notes="inputs in [0, 1] pixel space (the model normalises inside), so norm_std=None is the paper's eps")
+_define("mahalanobis_odin", "MahalanobisODIN", "model", gradients=True, base=_FitFromFeatures,
+        expensive=True,
+        notes="fitted on cached features, scored with input perturbation")
+_define("gradnorm", "GradNorm", "model", gradients=True,
+        notes="per-sample gradients of all parameters (torch.func.vmap)", expensive=True)
+_define(
     "grad_uncertainty", "GradUncertainty", "model", gradients=True,
     expensive=True,
     notes="library bug: F.binary_cross_entropy's backward divides by max(p(1-p), 1e-12), so for confident "
-          "predictions the gradient is far below the documented C*p-1 and the score's sign flips",
+        "predictions the gradient is far below the documented C*p-1 and the score's sign flips",
     toy="confident toy predictions hit the BCE backward clamp (graduncertainty.py:155): AUROC ~0")
-NACUE = _define("nacue", "NACUE", "model", gradients=True, base=_NACUE, expensive=True,
-                notes="layers: tap_layers minus fc")
+_define("nacue", "NACUE", "model", gradients=True, base=_NACUE, expensive=True,
+        notes="layers: tap_layers minus fc")
+
+
+def register_all(registry) -> None:
+    """Register every pytorch-ood wrapper in ``registry``."""
+    for name, cls in DETECTORS.items():
+        registry.add(name, cls)

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from oodbench.detectors.sampling import seeded_subset
+
 #: (method, pytorch-ood detector, OpenOOD detector)
 PAIRS = [
     ("MSP", "pytorch_ood.msp", "openood.msp"),
@@ -126,12 +128,12 @@ def _latest_cached(folder: Path, name: str):
 
 def _align(a: dict, b: dict, tname: str, seed: int) -> tuple:
     """Scores of one set from both libraries; when one side was scored on the runner's seeded subsample
-    (``subsample_size``), take the same subsample of the other (same indices as ``runner._subsample``)."""
+    (``subsample_size``), take the same subsample of the other (the indices of ``scoring.subsample``)."""
     x, y = np.asarray(a[tname]), np.asarray(b[tname])
     if len(x) == len(y):
         return x, y
     big, small = (x, y) if len(x) > len(y) else (y, x)
-    idx = np.sort(np.random.default_rng([seed, len(big), len(small)]).choice(len(big), len(small), replace=False))
+    idx = seeded_subset(len(big), len(small), [seed, len(big), len(small)])
     return (big[idx], small) if len(x) > len(y) else (small, big[idx])
 
 

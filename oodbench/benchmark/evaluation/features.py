@@ -26,6 +26,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from oodbench.adapters.context import FitContext
 from oodbench.benchmark.cache import code_closure, content_key, entry_lock, source_hash, write_or_warn
 from oodbench.benchmark.data import ImageSet
 from oodbench.benchmark.io import CorruptCacheError, load_arrays, save_arrays
@@ -56,8 +57,8 @@ class RepresentationStore:
         self.progress = progress
         self.stats = {"forward_passes": 0, "forward_seconds": 0.0, "cache_hits": 0}
         self._mem: dict = {}
-        #: what detectors that train their own models need: ID ``train`` split, cache, seed, device
-        self.context: dict = {}
+        #: what detectors that train their own models need: ID ``train`` split, device, seed, checkpoints
+        self.context = FitContext(model=model, device=str(device))
 
     @property
     def key(self) -> str:
@@ -178,7 +179,8 @@ class RepresentationStore:
 
 
 class Representation:
-    """What a detector sees of one dataset: lazy cached arrays, labels, model and inputs.
+    """What a detector sees of one dataset: lazy cached arrays, labels, model and inputs (the harness's
+    implementation of :class:`oodbench.adapters.context.Representation`).
 
     ``role`` is ``fit``, ``cal``, ``id`` (ID test) or the OOD test set's name. ``labels`` are the
     dataset's true labels (ID splits only; -1 or unrelated for OOD sets — detectors must use ``preds``).
@@ -225,8 +227,9 @@ class Representation:
         return self.store.model
 
     @property
-    def context(self) -> dict:
-        """``train`` (the ID training ImageSet), ``cache`` (folder), ``seed``, ``device``, ``suite``."""
+    def context(self) -> FitContext:
+        """The :class:`~oodbench.adapters.context.FitContext` of the session (ID ``train`` split, device,
+        seed, checkpoint store)."""
         return self.store.context
 
     @property

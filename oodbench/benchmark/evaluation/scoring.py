@@ -3,7 +3,7 @@ every OOD test set, and the p-values of every scored set when the detector gives
 test set's give the false-alarm rates, the others the guard's refusals); with the score cache in front
 (:mod:`.scorecache`; an entry from before every set had p-values is recomputed).
 
-A detector too expensive to score every sample may define ``subsample_size(device) -> int | None``:
+A detector too expensive to score every sample answers ``subsample_size(device)`` with an int:
 the ID test set and each OOD set are then scored on a seeded subsample of that size (recorded in the
 run record and visible as ``n_id``/``n_ood`` in the results).
 """
@@ -19,6 +19,7 @@ from oodbench.adapters import registry
 from oodbench.adapters.base import check_scores
 from oodbench.benchmark.cache import entry_lock, write_or_warn
 from oodbench.benchmark.evaluation import scorecache
+from oodbench.detectors.sampling import seeded_subset
 
 
 @dataclass
@@ -36,7 +37,7 @@ def subsample_index(n: int, n_max: int | None, seed: int) -> np.ndarray | None:
     """Indices (sorted) of the seeded subsample of at most ``n_max`` of ``n`` items; None = all of them."""
     if not n_max or n <= n_max:
         return None
-    return np.sort(np.random.default_rng([seed, n, n_max]).choice(n, n_max, replace=False))
+    return seeded_subset(n, n_max, [seed, n, n_max])
 
 
 def subsample(images, n_max: int | None, seed: int):
@@ -79,7 +80,7 @@ def fit_and_score(session, name: str, params: dict | None = None) -> Scored:
     t_fit = time.perf_counter() - t0
     scores, pvals, n_scored = {}, {}, 0
     t0 = time.perf_counter()
-    n_max = det.subsample_size(device) if hasattr(det, "subsample_size") else None
+    n_max = det.subsample_size(device)
     sets = [("id", subsample(data.id_test, n_max, seed))] + [(t.name, subsample(t.images, n_max, seed))
                                                              for t in data.tests]
     for key, images in sets:
@@ -87,7 +88,7 @@ def fit_and_score(session, name: str, params: dict | None = None) -> Scored:
         scores[key] = check_scores(det.score(rep), len(images), name)
         n_scored += len(images)
     t_score = time.perf_counter() - t0
-    if hasattr(det, "p_value"):  # every set's p-values (the guard's refusals), ID test first
+    if det.gives_p_values():  # every set's p-values (the guard's refusals), ID test first
         with _served_scores(det, {images.checksum: scores[key] for key, images in sets}):
             for key, images in sets:
                 pvals[key] = check_scores(det.p_value(session.representation(images, key)), len(images),

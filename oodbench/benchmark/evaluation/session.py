@@ -22,9 +22,11 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
+from oodbench.adapters.context import FitContext
 from oodbench.benchmark import config, models
 from oodbench.benchmark.data import suites
 from oodbench.benchmark.evaluation.features import RepresentationStore
+from oodbench.benchmark.models.generative import GenerativeCheckpoints
 
 
 class Session:
@@ -77,8 +79,9 @@ class Session:
         # keyed by the weights themselves (their sha256), not by the recipe that made them
         store = RepresentationStore(self.model, self.model_meta["sha256"], self.cache, self.device,
                                     batch_size=self.batch_size, progress=self.progress)
-        store.context = {"train": self.data.train, "cache": self.cache, "seed": self.seed, "device": self.device,
-                         "suite": self.name, "progress": self.progress}
+        store.context = FitContext(train=self.data.train, model=self.model, device=self.device, seed=self.seed,
+                                   checkpoints=GenerativeCheckpoints(self.cache), progress=self.progress,
+                                   suite=self.name)
         return store
 
     def representation(self, images, role: str):

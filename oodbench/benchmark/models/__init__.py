@@ -1,5 +1,6 @@
 """Classifiers: architectures (:mod:`.architectures`), their training recipes (:mod:`.recipes`),
-training (:mod:`.training`) and the checkpoint cache (:mod:`.checkpoints`).
+training (:mod:`.training`), the checkpoint cache (:mod:`.checkpoints`) and the checkpoint store of the
+generative models lab detectors train (:mod:`.generative`).
 
 The names below are the package's public API: ``models.build``, ``models.recipe_for``,
 ``models.load_or_train`` and friends."""

@@ -9,26 +9,12 @@ from __future__ import annotations
 import contextlib
 import socket
 
-
-class CudaCall(RuntimeError):
-    """A detector called ``.cuda()`` inside :func:`cpu_only`."""
+from oodbench.adapters.cuda import cuda_calls
 
 
-# -> adapters.cuda (lead merges): becomes oodbench.adapters.cuda.cuda_calls(mode="refuse")
-@contextlib.contextmanager
 def cpu_only():
-    """``.cuda()`` on a tensor or module raises :class:`CudaCall` inside this block."""
-    import torch
-
-    def refuse(self, *a, **k):
-        raise CudaCall("called .cuda(); fit and score must work on CPU (use the representation's device)")
-
-    saved = torch.Tensor.cuda, torch.nn.Module.cuda
-    torch.Tensor.cuda, torch.nn.Module.cuda = refuse, refuse
-    try:
-        yield
-    finally:
-        torch.Tensor.cuda, torch.nn.Module.cuda = saved
+    """``.cuda()`` on a tensor or module raises :class:`~oodbench.adapters.cuda.CudaCall` inside this block."""
+    return cuda_calls("refuse")
 
 
 @contextlib.contextmanager

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from oodbench.adapters.context import FitContext
 from oodbench.benchmark.data import ImageSet
 from oodbench.benchmark.evaluation.features import RepresentationStore
 from oodbench.benchmark.models import Classifier
+from oodbench.benchmark.models.generative import GenerativeCheckpoints
 
 K = 4
 
@@ -79,6 +81,6 @@ def problem(n_per_class: int = 60, seed: int = 0) -> SimpleNamespace:
         "id_test": images(n_per_class, seed + 3, "sep-id"),
         "ood": ood_images(n_per_class * K, seed + 4),
     }
-    store.context = {"train": sets["train"], "cache": None, "seed": seed, "device": "cpu", "suite": "separable",
-                     "progress": False}
+    store.context = FitContext(train=sets["train"], model=model, seed=seed, checkpoints=GenerativeCheckpoints(None),
+                               suite="separable")
     return SimpleNamespace(store=store, model=model, reps=lambda k: store.representation(sets[k], k), **sets)

@@ -40,10 +40,10 @@ from unittest import SkipTest
 
 import numpy as np
 
-from oodbench.adapters.base import CONSUMABLE, DetectorError, DetectorInfo, check_scores
+from oodbench.adapters.base import CONSUMABLE, Detector, DetectorError, DetectorInfo, check_scores
 from oodbench.benchmark.tools.check.result import CheckResult, Finding, describe
 from oodbench.benchmark.tools.check.trial import ROLES, Blocked, as_array, numeric_scores, trial
-from oodbench.benchmark.tools.guards import CudaCall
+from oodbench.adapters.cuda import CudaCall
 
 
 class ContractWarning(UserWarning):
@@ -60,8 +60,12 @@ def _fail_if(problems: list) -> None:
 
 
 def gives_p_values(cls) -> bool:
-    """Whether the detector has a ``p_value(rep)`` method."""
-    return callable(getattr(cls, "p_value", None))  # -> Detector.gives_p_values (lead merges)
+    """Whether the detector has a ``p_value(rep)`` method (:meth:`Detector.gives_p_values`; a class that
+    does not derive from ``Detector`` is asked whether it has one)."""
+    klass = cls if isinstance(cls, type) else type(cls)
+    if issubclass(klass, Detector):
+        return klass.gives_p_values()
+    return callable(getattr(klass, "p_value", None))
 
 
 def _extra(cls) -> dict:

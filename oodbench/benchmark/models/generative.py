@@ -1,4 +1,6 @@
-"""Checkpoint cache for the generative models the lab detectors train (VAE, WGAN-GP + inverter).
+"""Checkpoint cache for the generative models the lab detectors train (VAE, WGAN-GP + inverter): the
+harness's implementation of :class:`oodbench.adapters.context.CheckpointStore`, handed to detectors in
+their :class:`~oodbench.adapters.context.FitContext`.
 
 Mirrors :func:`oodbench.benchmark.models.load_or_train`: a checkpoint lives under
 ``<cache>/generative/<kind>-<key>.pt`` with a ``.json`` sidecar holding its sha256 and the training
@@ -9,8 +11,6 @@ the build, fixed threads, deterministic algorithms), so one key gives one set of
 train, write" holds the entry's lock (a second process waits and reuses); both files are written
 atomically, and a failed write is a warning, not an error. A checkpoint that fails its checksum is
 retrained, not trusted. ``cache=None`` (tests) trains in memory and caches nothing.
-
-(This module belongs to the harness and imports it; the layering work moves it under benchmark/.)
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from typing import Callable
 
 import torch
 
+from oodbench.benchmark import cache as cachemod
 from oodbench.benchmark.io import atomic_write, sha256_bytes, write_json
-from oodbench.benchmark import cache as cachemod  # seeding/keys/locks (reliability), harness imports
 from oodbench.benchmark.models.training import reproducible
 
 
@@ -37,6 +37,16 @@ def key_of(kind: str, config: dict, data_checksum: str, seed: int, code: str = "
     blob = json.dumps({"kind": kind, "config": config, "data": data_checksum, "seed": int(seed),
                        "threads": TRAIN_THREADS, "code": code}, sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+class GenerativeCheckpoints:
+    """The :class:`~oodbench.adapters.context.CheckpointStore` of one cache folder (``None``: in memory)."""
+
+    def __init__(self, cache=None):
+        self.cache = cache
+
+    def load_or_train(self, kind: str, config: dict, data_checksum: str, seed: int, build, train):
+        return load_or_train(kind, config, data_checksum, seed, self.cache, build, train)
 
 
 def load_or_train(kind: str, config: dict, data_checksum: str, seed: int, cache, build: Callable[[], torch.nn.Module],
@@ -102,12 +112,3 @@ def _load_or_train(kind, key, config, data_checksum, seed, path, build, train):
     meta["cached"] = False
     return module, meta
 
-
-def conformal_p(cal_scores, scores):
-    """Right-sided conformal p-value ``(1 + #{cal >= s}) / (n + 1)`` (ties count against rejection)."""
-    import numpy as np
-
-    cal = np.sort(np.asarray(cal_scores, np.float64))
-    s = np.asarray(scores, np.float64)
-    n_ge = len(cal) - np.searchsorted(cal, s, side="left")
-    return (1.0 + n_ge) / (len(cal) + 1.0)
