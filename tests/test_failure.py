@@ -168,7 +168,7 @@ def test_subsampled_detector_rows_use_the_scored_samples(data_dir, cache_dir, tm
     """A detector scoring a seeded subsample: its failure and guard rows count those samples, and the
     wrong-prediction mask follows the same subsample (accuracy recomputed here from the full set)."""
     from oodbench.adapters.base import Detector, DetectorInfo
-    from oodbench.adapters.registry import _REGISTRY, register
+    from oodbench.adapters.registry import REGISTRY
     from oodbench.benchmark.evaluation import runner
     from oodbench.benchmark.evaluation.scoring import subsample_index
     from oodbench.benchmark.evaluation.session import Session
@@ -191,12 +191,10 @@ def test_subsampled_detector_rows_use_the_scored_samples(data_dir, cache_dir, tm
             s = self.score(rep)
             return (1 + len(self.cal_) - np.searchsorted(self.cal_, s, side="left")) / (len(self.cal_) + 1)
 
-    register("test.subsampled_p")(Sub)
-    try:
+    with REGISTRY.scoped():
+        REGISTRY.register("test.subsampled_p")(Sub)
         res = runner.evaluate("mnist-smoke", detectors=["test.subsampled_p"], data_dir=data_dir, cache_dir=cache_dir,
                               out=tmp_path, threads=1, n_boot=0, progress=False, use_score_cache=False)
-    finally:
-        _REGISTRY.pop("test.subsampled_p", None)
     df = res.table
     s = Session("mnist-smoke", 0, "cpu", cache_dir, data_dir)
     d = s.data.id_test

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from oodbench.adapters.base import Detector, DetectorInfo
-from oodbench.adapters.registry import _REGISTRY, register
+from oodbench.adapters.registry import REGISTRY
 from oodbench.benchmark.evaluation import executors, runner
 
 DETS = ["pytorch_ood.msp", "pytorch_ood.energy", "pytorch_ood.mahalanobis", "pytorch_ood.knn"]
@@ -27,9 +27,9 @@ class Sleeper(Detector):
 
 @pytest.fixture
 def sleeper():
-    register("test.sleeper")(Sleeper)
-    yield "test.sleeper"
-    _REGISTRY.pop("test.sleeper", None)
+    with REGISTRY.scoped():
+        REGISTRY.register("test.sleeper")(Sleeper)
+        yield "test.sleeper"
 
 
 def _table(res):

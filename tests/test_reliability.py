@@ -22,7 +22,7 @@ from oodbench.benchmark.evaluation.session import Session
 from oodbench.benchmark.io import load_arrays, sha256_bytes, sha256_file
 from oodbench.benchmark.models import architectures, checkpoints, recipe_for, training
 from oodbench.benchmark.data import ImageSet
-from oodbench.detectors import gencache
+from oodbench.benchmark.models import generative as gencache
 
 
 def _live_core(model, images):
