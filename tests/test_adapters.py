@@ -4,7 +4,7 @@ import pytest
 
 from oodbench import metrics
 from oodbench.adapters import registry
-from oodbench.adapters.base import Detector, DetectorError, check_scores
+from oodbench.adapters.base import DetectorError, check_scores
 from oodbench.benchmark.tools import separable
 
 

@@ -15,7 +15,6 @@ from scipy.stats import spearmanr
 
 from oodbench import metrics
 from oodbench.adapters import registry
-from oodbench.adapters.base import DetectorError
 from oodbench.adapters.lab import vae as lab_vae
 from oodbench.adapters.lab import wgan as lab_wgan
 from oodbench.benchmark.tools import separable
