@@ -37,12 +37,12 @@ def _cliques(ranks: np.ndarray, cd: float) -> list[tuple[int, int]]:
 
 def fig_cd(df: pd.DataFrame, exclude=(), title: str = "") -> tuple[bytes | None, dict | None]:
     """The diagram's PNG and the Friedman / Nemenyi statistics; ``(None, None)`` with too little data."""
-    from oodbench.benchmark.reporting.figures import _mpl, _png
+    from oodbench.benchmark.reporting.figures import pyplot, png_bytes
 
     stats = friedman_nemenyi(cd_blocks(df, exclude))
     if stats is None:
         return None, None
-    plt = _mpl()
+    plt = pyplot()
     r = stats["avg_rank"]
     names, ranks, k = list(r.index), r.to_numpy(float), stats["k"]
     half = (k + 1) // 2
@@ -76,4 +76,4 @@ def fig_cd(df: pd.DataFrame, exclude=(), title: str = "") -> tuple[bytes | None,
                            f"p = {stats['p_chi2']:.2g}; bars join detectors within the Nemenyi CD (α = "
                            f"{stats['alpha']})"), fontsize=8)
     fig.subplots_adjust(left=0.22, right=0.78)
-    return _png(fig), stats
+    return png_bytes(fig), stats

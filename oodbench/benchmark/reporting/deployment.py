@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from oodbench.benchmark.reporting.figures import _mpl, _png, _styles
+from oodbench.benchmark.reporting.figures import pyplot, png_bytes, line_styles
 from oodbench.benchmark.reporting.formatting import ci_str, pct
 from oodbench.benchmark.reporting.loading import SuiteResults
 
@@ -152,12 +152,12 @@ def fig_risk_coverage(res: SuiteResults, dets: list[str]) -> bytes | None:
     panels = [(p, s) for p, s in panels if any(curves[(p, d)] is not None for d in dets)]
     if not panels:
         return None
-    plt = _mpl()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4 + 0.14 * len(dets) / 2), squeeze=False)
     handles = {}
     for ax, (title, _) in zip(axes.flat, panels):
         oracle = None
-        for d, (col, ls) in zip(dets, _styles(len(dets))):
+        for d, (col, ls) in zip(dets, line_styles(len(dets))):
             c = curves[(title, d)]
             if c is None:
                 continue
@@ -174,7 +174,7 @@ def fig_risk_coverage(res: SuiteResults, dets: list[str]) -> bytes | None:
     fig.legend([handles[d] for d in dets if d in handles], [d for d in dets if d in handles], loc="lower center",
                ncol=min(3, max(1, len(handles))), frameon=False, bbox_to_anchor=(0.5, 0.0))
     fig.tight_layout(rect=(0, 0.05 + 0.03 * math.ceil(len(handles) / 3), 1, 1))
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def fig_guard(cells, dets: list[str]) -> bytes | None:
@@ -182,7 +182,7 @@ def fig_guard(cells, dets: list[str]) -> bytes | None:
     wrong and near / far OOD; the diagonal is the nominal false-alarm rate."""
     if not dets:
         return None
-    plt = _mpl()
+    plt = pyplot()
     lines = (("ID right", "id", "refusal_right", "#333333", "-"), ("ID wrong", "id", "refusal_wrong", "#333333", "--"),
              ("cov. right", "covariate-mean", "refusal_right", "#2ca02c", "-"),
              ("cov. wrong", "covariate-mean", "refusal_wrong", "#2ca02c", "--"),
@@ -210,4 +210,4 @@ def fig_guard(cells, dets: list[str]) -> bytes | None:
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=6, frameon=False,
                bbox_to_anchor=(0.5, 0.0))
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return _png(fig)
+    return png_bytes(fig)

@@ -22,7 +22,7 @@ from oodbench.benchmark.reporting.loading import SuiteResults
 from oodbench.benchmark.reporting.tables import per_set, set_order
 
 
-def _mpl():
+def pyplot():
     """pyplot on the Agg backend with the report's fixed fonts and resolution."""
     import matplotlib
 
@@ -35,7 +35,7 @@ def _mpl():
     return plt
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
     """The figure as PNG bytes without software metadata; the figure is closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.1)
@@ -45,7 +45,7 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _styles(n):
+def line_styles(n):
     """``n`` distinct (colour, line style) pairs: tab10 / tab20 colours, then dashed, dotted, ..."""
     import matplotlib
 
@@ -71,7 +71,7 @@ def _mean_roc(res: SuiteResults, det: str, sets: list[str]):
 def fig_roc(res: SuiteResults, dets: list[str], per_test_set: bool) -> bytes | None:
     """ROC curves of ``dets`` (mean TPR over seeds), one panel per OOD group (TPR also averaged over the
     group's test sets) or, with ``per_test_set``, one panel per test set."""
-    plt = _mpl()
+    plt = pyplot()
     if per_test_set:
         panels = [(f"{t} ({g})", [t]) for t, g in res.test_sets if t in set(set_order(res))]
     else:
@@ -83,7 +83,7 @@ def fig_roc(res: SuiteResults, dets: list[str], per_test_set: bool) -> bytes | N
     nrow = math.ceil(len(panels) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 3.0 * nrow + 0.6 + 0.14 * len(dets) / 3),
                              squeeze=False)
-    sty = _styles(len(dets))
+    sty = line_styles(len(dets))
     handles = {}
     for ax, (title, sets) in zip(axes.flat, panels):
         for d, (col, ls) in zip(dets, sty):
@@ -104,13 +104,13 @@ def fig_roc(res: SuiteResults, dets: list[str], per_test_set: bool) -> bytes | N
     fig.legend([handles[d] for d in dets if d in handles], [d for d in dets if d in handles], loc="lower center",
                ncol=min(4, max(1, len(handles))), frameon=False, bbox_to_anchor=(0.5, 0.0))
     fig.tight_layout(rect=(0, 0.04 + 0.022 * math.ceil(len(handles) / 4), 1, 1))
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def fig_hist(res: SuiteResults, dets: list[str]) -> bytes | None:
     """Per detector: score histograms of ID test vs each OOD group (counts summed over the group's
     sets and over seeds, normalised to densities), on the run's shared bin edges."""
-    plt = _mpl()
+    plt = pyplot()
     if not res.curves or not dets:
         return None
     seeds = sorted(res.curves, key=lambda s: int(s))
@@ -160,12 +160,12 @@ def fig_hist(res: SuiteResults, dets: list[str]) -> bytes | None:
                 ls.append(ll)
     fig.legend(hs, ls, loc="lower center", ncol=4, frameon=False)
     fig.tight_layout(rect=(0, 0.05 if nrow > 1 else 0.1, 1, 1))
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def fig_heatmap(res: SuiteResults, dets: list[str]) -> bytes | None:
     """AUROC (%, mean over seeds) of each detector (rows, leaderboard order) on each test set (columns)."""
-    plt = _mpl()
+    plt = pyplot()
     tab = per_set(res, "auroc")
     sets = set_order(res)
     if tab.empty or not dets or not sets:
@@ -191,19 +191,19 @@ def fig_heatmap(res: SuiteResults, dets: list[str]) -> bytes | None:
     ax.set_title("AUROC (%) per test set, mean over seeds")
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def fig_speed(lb: pd.DataFrame) -> bytes | None:
     """Near-OOD AUROC against scoring throughput and against fit time (log axes), one colour per library,
     from the leaderboard ``lb`` (costs from run.json)."""
-    plt = _mpl()
+    plt = pyplot()
     ok = lb[lb["status"] == "ok"] if "status" in lb else lb
     if ok.empty or "throughput_per_s" not in ok or ok["throughput_per_s"].isna().all():
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     libs = sorted(ok["library"].unique())
-    cmap = _styles(len(libs))
+    cmap = line_styles(len(libs))
     for k, (ax, col, xl) in enumerate(zip(axes, ["throughput_per_s", "fit_seconds"],
                                           ["scoring throughput (samples / s, log)", "fit time (s, log)"])):
         for lib, (c, _) in zip(libs, cmap):
@@ -220,18 +220,18 @@ def fig_speed(lb: pd.DataFrame) -> bytes | None:
     fig.legend(hs, ls, loc="upper center", ncol=max(1, len(ls)), frameon=False, bbox_to_anchor=(0.5, 0.94))
     fig.suptitle("Speed versus near-OOD AUROC (run.json timings on cached representations; median over seeds)")
     fig.tight_layout(rect=(0, 0, 1, 0.9))
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def fig_libraries(boards: list[tuple[str, pd.DataFrame]]) -> bytes | None:
     """Per suite: each detector's near / far / covariate AUROC as a dot, one colour per library, with the
     library's median as a bar. ``boards``: (suite name, its leaderboard) pairs."""
-    plt = _mpl()
+    plt = pyplot()
     boards = [(n, lb[lb["status"] == "ok"]) for n, lb in boards if len(lb) and (lb["status"] == "ok").any()]
     if not boards:
         return None
     libs = sorted({lib for _, lb in boards for lib in lb["library"].unique()})
-    sty = _styles(len(libs))
+    sty = line_styles(len(libs))
     fig, axes = plt.subplots(1, len(boards), figsize=(4.6 * len(boards), 3.8), squeeze=False)
     rng = np.random.default_rng(0)
     for ax, (name, lb) in zip(axes.flat, boards):
@@ -252,5 +252,5 @@ def fig_libraries(boards: list[tuple[str, pd.DataFrame]]) -> bytes | None:
     hs, ls = axes.flat[0].get_legend_handles_labels()
     fig.legend(hs, ls, loc="upper center", ncol=max(1, len(ls)), frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.9))
-    return _png(fig)
+    return png_bytes(fig)
 
