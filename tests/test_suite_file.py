@@ -49,6 +49,8 @@ def test_cli_and_python_api_give_the_same_results_table(example, cache_dir, tmp_
     cli = cli[cli.test_set != "blur"]  # the suite file also has a built-in shift (not in the API call)
     cli = cli[~((cli.test_set == "covariate-mean"))]
     api = api[api.test_set != "covariate-mean"]
+    # full-spectrum metrics count every covariate set (the shift too) as ID: they differ by design
+    cli, api = cli[~cli.metric.str.startswith("fs_")], api[~api.metric.str.startswith("fs_")]
     key = ["detector", "test_set", "metric"]
     pd.testing.assert_frame_equal(cli.sort_values(key).reset_index(drop=True),
                                   api.sort_values(key).reset_index(drop=True))

@@ -230,6 +230,8 @@ class LocalExecutor:
                     idle.setdefault(self._python_for(job), []).append(w)
                     why = msg[1]
                 if job.kind != "score":
+                    if msg[0] == "error" and len(msg) > 2 and msg[2] is not None:
+                        raise msg[2]  # the worker's own exception (a user error stays one)
                     raise RuntimeError(f"job {job.key} failed in worker {w.wid}: {why}")
                 deliver(failed_result(job, ctx, why.splitlines()[0], seconds=secs), True)
         finally:

@@ -7,7 +7,7 @@ corrupt the channel):
 * first message: the run's *spec* (:func:`spec`): suite declaration, detector names, options, the
   parent's ``sys.path``, where to import detectors registered at run time, the torch thread count;
 * then one :class:`~oodbench.benchmark.evaluation.jobs.Job` per message; the reply is
-  ``("ok", JobResult, seconds, peak_rss_mb)`` or ``("error", message)``.
+  ``("ok", JobResult, seconds, peak_rss_mb)`` or ``("error", message, exception or None)``.
 
 Pickle is used only on this pipe between the parent and the child it started (never for files), as
 :mod:`multiprocessing` does. The same protocol serves workers of another interpreter (OpenOOD's
@@ -76,6 +76,16 @@ def _say(*a, **k):
     print(*a, file=sys.stderr, flush=True)
 
 
+def _picklable(e: BaseException):
+    """The exception itself when it survives pickling (the parent re-raises it: a user error stays the
+    same user error), else None."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:
+        return None
+
+
 def main() -> int:
     chan = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints of detectors go to stderr
@@ -98,7 +108,7 @@ def main() -> int:
             reply = ("ok", run_job(job, ctx), time.perf_counter() - t0,
                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         except Exception as e:
-            reply = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}")
+            reply = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}", _picklable(e))
         pickle.dump(reply, chan)
         chan.flush()
 
