@@ -6,12 +6,16 @@ executor, and returns a :class:`RunResult` — the tidy results table and the ru
 ``write`` it also writes ``results.csv``, ``run.json``, ``curves.json`` and ``leaderboard.md`` to
 ``out`` (default ``results/<suite>/``), merged with earlier results of other detectors there.
 
-Scores are cached (keyed by detector, hyperparameters, library version, code, model and data), so an
-interrupted or repeated run resumes where it stopped. A detector that raises, or returns NaN, the
-wrong shape or the wrong dtype, is recorded as failed with its error and the run goes on.
+The arguments are checked before any compute (:mod:`.arguments`). The output folder is updated
+after every finished job (as one unit, :mod:`.output`), so an interrupted run keeps every finished
+row; Ctrl-C writes what finished and raises :class:`RunInterrupted`. Scores are cached (keyed by
+detector, hyperparameters, library version, code, model and data), so a rerun resumes where it
+stopped. A detector that raises, returns NaN, the wrong shape or the wrong dtype, or runs past
+``timeout`` seconds, is recorded as failed with its error and the run goes on.
 """
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -22,8 +26,7 @@ import pandas as pd
 
 from oodbench.adapters import registry
 from oodbench.benchmark import config
-from oodbench.benchmark.data import suites
-from oodbench.benchmark.evaluation import output, record as recordmod, results
+from oodbench.benchmark.evaluation import arguments, output, record as recordmod, results
 from oodbench.benchmark.evaluation.jobs import JobResult, RunContext, SerialExecutor, plan
 
 
@@ -45,6 +48,7 @@ class RunOptions:
     use_score_cache: bool = True
     batch_size: int = 512
     tuning: str = "default"
+    timeout: float | None = config.DEFAULT_TIMEOUT  # seconds per score job; None or 0: no limit
 
 
 @dataclass
@@ -55,6 +59,23 @@ class RunResult:
     table: pd.DataFrame
     record: dict
     curves: dict = field(default_factory=dict)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; ``result`` holds what finished (already written to the output folder)."""
+
+    def __init__(self, message: str, result: RunResult):
+        super().__init__(message)
+        self.result = result
+
+
+def new_run_id() -> str:
+    """A run's identity: UTC time and 6 random hex digits, e.g. ``20261130T225631Z-3fa2c1``."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(3).hex()
+
+
+def out_dir(o: RunOptions, suite_d: dict) -> Path:
+    return Path(o.out) if o.out else Path("results") / (suite_d["name"] + ("-tuned" if o.tuning == "tuned" else ""))
 
 
 def default_detectors(device: str = "cpu") -> list[str]:
@@ -74,15 +95,13 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions 
     """Run ``detectors`` (names or patterns; default: all available) on ``suite`` for each seed.
     Options are a :class:`RunOptions` or its fields as keywords (``device="cuda"``, ``n_boot=1000``...)."""
     o = options or RunOptions(**kw)
-    if o.tuning not in ("default", "tuned"):
-        raise ValueError(f"tuning must be 'default' or 'tuned', got {o.tuning!r}")
+    suite_d, names, seeds = arguments.check_run(suite, detectors, seeds, o, default_detectors)
+    folder = output.prepare(out_dir(o, suite_d)) if o.write else None
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
     threads = config.set_threads(o.threads)
-    suite_d = suites.get(suite) if isinstance(suite, str) else suite
-    names = registry.resolve(detectors) if detectors else default_detectors(o.device)
-    ctx = RunContext(suite_d, names, o, say=tqdm.write if o.progress else (lambda *a, **k: None))
+    ctx = RunContext(suite_d, names, o, run_id=new_run_id(), say=tqdm.write if o.progress else (lambda *a, **k: None))
     t0 = time.perf_counter()
     data = ctx.session(int(seeds[0])).data
     t_data = time.perf_counter() - t0
@@ -94,16 +113,33 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions 
         ctx.ood_val = tuning.ood_val_set(suite_d, o.data_dir, ctx.session(int(seeds[0])).cache)
         tuning.assert_disjoint(ctx.ood_val, [data.id_test] + [t.images for t in data.tests])
 
+    jobs = plan(suite_d["name"], names, seeds)
     collected: list[JobResult] = []
-    SerialExecutor().run(plan(suite_d["name"], names, seeds), ctx, collected.append, o.progress)
-    rec = _record(ctx, collected, seeds, threads, t_data)
-    rec["wall_seconds"] = time.perf_counter() - t_start
-    result = RunResult(results.to_frame([r for jr in collected for r in jr.rows]), rec, _curves(collected))
-    if o.write:
-        out_dir = Path(o.out) if o.out else Path("results") / (suite_d["name"] + ("-tuned" if o.tuning == "tuned"
-                                                                                    else ""))
-        result.table = output.merge_and_write(out_dir, result.table, rec, result.curves)
-    return result
+    env = {"versions": recordmod.versions(), "git_commit": recordmod.git_commit()}
+
+    def finish(status: str) -> RunResult:
+        rec = _record(ctx, collected, seeds, threads, t_data) | env
+        rec.update(status=status, wall_seconds=time.perf_counter() - t_start,
+                   jobs={"planned": len(jobs), "done": len(collected)})
+        result = RunResult(results.to_frame([r for jr in collected for r in jr.rows]), rec, _curves(collected))
+        if folder is not None and (status == "complete" or len(result.table)):
+            result.table = output.merge_and_write(folder, result.table, rec, result.curves)
+        return result
+
+    def on_result(jr: JobResult) -> None:
+        collected.append(jr)
+        if folder is not None and jr.job.kind != "train":  # the folder keeps every finished row
+            finish("running")
+
+    try:
+        SerialExecutor().run(jobs, ctx, on_result, o.progress)
+    except KeyboardInterrupt:
+        result = finish("interrupted")
+        where = f"; the {len(collected)} finished jobs are in {folder}" if folder is not None else ""
+        raise RunInterrupted(f"interrupted after {len(collected)} of {len(jobs)} jobs{where}; run the same "
+                             "command again to resume (finished detectors come from the score cache)",
+                             result) from None
+    return finish("complete")
 
 
 def _curves(collected) -> dict:
@@ -143,8 +179,8 @@ def _record(ctx: RunContext, collected, seeds, threads: int, t_data: float) -> d
         "device": str(o.device),
         "device_name": recordmod.device_name(o.device),
         "threads": threads,
-        "versions": recordmod.versions(),
-        "git_commit": recordmod.git_commit(),
+        "timeout_s": o.timeout or None,
+        "run_id": ctx.run_id,
         "data_checksums": data.checksums,
         "data_seconds": t_data,
         "extraction": extraction,
