@@ -32,6 +32,13 @@ def prepare(out_dir) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file, not a folder; give a folder (it is created when missing)")
+    missing = []  # folders this check creates and removes again, so a run that fails early leaves none
+    p = out
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    if not p.is_dir():
+        raise OutputError(f"--out {out} is not writable: {p} is a file; give a folder you can write to")
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=out, prefix=".probe-")
@@ -39,6 +46,10 @@ def prepare(out_dir) -> Path:
         os.unlink(probe)
     except OSError as e:
         raise OutputError(f"--out {out} is not writable ({e.strerror or e}); give a folder you can write to") from e
+    finally:
+        for d in missing:
+            if d.is_dir():
+                d.rmdir()
     fileset.check(out)
     return out
 

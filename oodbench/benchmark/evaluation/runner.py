@@ -136,9 +136,10 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions 
     except KeyboardInterrupt:
         result = finish("interrupted")
         where = f"; the {len(collected)} finished jobs are in {folder}" if folder is not None else ""
+        how = "finished detectors come from the score cache" if o.use_score_cache else "without --no-score-cache " \
+            "finished detectors come from the score cache"
         raise RunInterrupted(f"interrupted after {len(collected)} of {len(jobs)} jobs{where}; run the same "
-                             "command again to resume (finished detectors come from the score cache)",
-                             result) from None
+                             f"command again to resume ({how})", result) from None
     return finish("complete")
 
 
