@@ -135,7 +135,7 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions 
         SerialExecutor().run(jobs, ctx, on_result, o.progress)
     except KeyboardInterrupt:
         result = finish("interrupted")
-        where = f"; the {len(collected)} finished jobs are in {folder}" if folder is not None else ""
+        where = f"; what finished is in {folder}" if folder is not None and len(result.table) else ""
         how = "finished detectors come from the score cache" if o.use_score_cache else "without --no-score-cache " \
             "finished detectors come from the score cache"
         raise RunInterrupted(f"interrupted after {len(collected)} of {len(jobs)} jobs{where}; run the same "
