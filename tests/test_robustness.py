@@ -197,17 +197,20 @@ def test_a_kill_between_output_writes_leaves_a_consistent_folder(tmp_path, monke
 
 
 def test_a_damaged_results_file_is_named(data_dir, cache_dir, tmp_path, capsys):
-    _write(tmp_path, "A", 0.125)
-    p = tmp_path / "results.csv"
+    folder = tmp_path / "s"
+    _write(folder, "A", 0.125)
+    p = folder / "results.csv"
     p.write_text(p.read_text()[:-20])  # truncated
     with pytest.raises(Exception, match="results.csv"):
-        output.prepare(tmp_path)
-    rc = main(["run", "mnist-smoke", "--detectors", "pytorch_ood.msp", "--data-dir", str(data_dir),
-               "--cache-dir", str(cache_dir), "--out", str(tmp_path), "-q"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "results.csv" in err[0] and "Traceback" not in err[0]
+        output.prepare(folder)
+    for argv in (["run", "mnist-smoke", "--detectors", "pytorch_ood.msp", "--data-dir", str(data_dir),
+                  "--cache-dir", str(cache_dir), "--out", str(folder), "-q"],
+                 ["report", "--results", str(tmp_path), "--out", str(tmp_path / "reports")]):
+        rc = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and str(p) in err[0] and "Traceback" not in err[0], (argv[0], err)
     # a folder without a manifest (an older one) with a truncated results.csv is not merged silently either
-    (tmp_path / "manifest.json").unlink()
+    (folder / "manifest.json").unlink()
     with pytest.raises(Exception, match="results.csv: line 3 is incomplete"):
         results.read(p)
 
