@@ -177,7 +177,7 @@ def test_a_kill_between_output_writes_leaves_a_consistent_folder(tmp_path, monke
         if pid == 0:  # pragma: no cover - the child
             count = [0]
 
-            def killer(real):
+            def killer(real, n=n, count=count):
                 def f(*a, **k):
                     count[0] += 1
                     if count[0] == n:

@@ -89,11 +89,12 @@ def read_manifest(folder) -> dict | None:
         return None
     try:
         m = json.loads(p.read_text())
-        if not isinstance(m.get("files"), dict):
-            raise ValueError("no 'files' table")
-        return m
-    except (OSError, ValueError, AttributeError) as e:
-        raise FolderMismatch(f"{p} is unreadable ({e}); delete it to accept the folder's files as they are") from e
+    except (OSError, ValueError) as e:
+        m = {"error": str(e)}
+    if not isinstance(m, dict) or not isinstance(m.get("files"), dict):
+        why = m.get("error", "no 'files' table") if isinstance(m, dict) else "not a JSON object"
+        raise FolderMismatch(f"{p} is unreadable ({why}); delete it to accept the folder's files as they are")
+    return m
 
 
 def write_set(folder, files: dict[str, bytes | str], info: dict | None = None) -> None:

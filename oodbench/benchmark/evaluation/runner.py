@@ -26,7 +26,8 @@ import pandas as pd
 
 from oodbench.adapters import registry
 from oodbench.benchmark import config
-from oodbench.benchmark.evaluation import arguments, output, record as recordmod, results
+from oodbench.benchmark.evaluation import arguments, output, results
+from oodbench.benchmark.evaluation import record as recordmod
 from oodbench.benchmark.evaluation.jobs import JobResult, RunContext, SerialExecutor, plan
 
 
