@@ -49,7 +49,7 @@ def test_local_and_ray_executors_give_the_serial_table(data_dir, cache_dir, tmp_
     serial = _run(data_dir, cache_dir, tmp_path, "serial", executor="serial")
     local = _run(data_dir, cache_dir, tmp_path, "local", executor="local", jobs=2)
     assert local.record["executor"] == {"name": "local", "workers": 2}
-    assert {j.get("worker") for j in local.record["jobs"]} <= {"w1", "w2"}
+    assert {j.get("worker") for j in local.record["jobs"]["log"]} <= {"w1", "w2"}
     pd.testing.assert_frame_equal(_table(serial), _table(local))
     pytest.importorskip("ray")
     ray = _run(data_dir, cache_dir, tmp_path, "ray", executor="ray")

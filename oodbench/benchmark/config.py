@@ -7,11 +7,16 @@
 * CPU threads: ``--threads``, else ``$OODBENCH_THREADS``, else half the cores (at least 1). On a
   2-core machine shared with another busy process, torch's default of one thread per core made
   LeNet training about 10x slower than a single thread, so the default leaves a core free.
+* time limit of one score job (a detector's fit and scoring, one seed): ``--timeout``, else
+  :data:`DEFAULT_TIMEOUT` (the slowest job of the committed CPU runs took 731 s).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+#: seconds one score job may take before it is recorded as failed ("timeout after N s")
+DEFAULT_TIMEOUT = 3600.0
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:

@@ -1,12 +1,14 @@
 """`oodbench ease`: measure ease-of-use facts and code quality of the installed libraries."""
 from __future__ import annotations
 
+from oodbench.benchmark.cli.types import positive_int
+
 
 def add_parser(sub) -> None:
     e = sub.add_parser("ease", help="measure ease-of-use facts and code quality of the installed libraries")
     e.add_argument("--out", default="results/ease", help="output folder (default results/ease)")
     e.add_argument("--results", default="results", help="results folder to read run.json costs from")
-    e.add_argument("--import-runs", type=int, default=5, help="fresh-interpreter imports per library (median)")
+    e.add_argument("--import-runs", type=positive_int, default=5, help="fresh-interpreter imports per library (median)")
     e.add_argument("--openood-python", default=None,
                    help="python of the environment that has OpenOOD (default $OODBENCH_OPENOOD_PYTHON or "
                         "../openood-venv/bin/python when present)")

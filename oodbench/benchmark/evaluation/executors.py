@@ -30,6 +30,8 @@ from oodbench.benchmark.evaluation import worker as workermod
 from oodbench.benchmark.evaluation.jobs import JobResult, SerialExecutor, failed_result
 
 TIMINGS = "timings.json"
+#: a worker still busy this long after its job's time limit (stuck in one C call) is killed
+GRACE_S = 60.0
 
 
 def default_jobs() -> int:
@@ -247,8 +249,8 @@ class LocalExecutor:
         if not self.timeout:
             return
         now = time.perf_counter()
-        for w in busy:
-            if w.job is not None and w.job.kind == "score" and now - w.started > self.timeout \
+        for w in busy:  # the worker's own alarm stops a job at the limit; this kills one stuck in a C call
+            if w.job is not None and w.job.kind == "score" and now - w.started > self.timeout + GRACE_S \
                     and not getattr(w, "why", None):
                 w.why = f"timeout after {self.timeout:g} s"
                 w.proc.kill()  # the reader thread reports it as died

@@ -12,10 +12,18 @@ For every classifier seed of a suite:
 :class:`~oodbench.benchmark.evaluation.session.Session` per seed) and returns a :class:`JobResult`:
 rows, curves and records, never shared state — so any executor (serial today; worker processes or a
 cluster later) can run it and the main process only merges results.
+
+A score job that runs longer than the run's ``timeout`` (seconds) is stopped and recorded as failed
+("timeout after N s"); the run goes on. The serial executor uses SIGALRM (POSIX, main thread): it stops
+Python code, and C code (a long torch or numpy call) as soon as that call returns. Ctrl-C
+(KeyboardInterrupt) propagates out of the executor; the runner writes what finished.
 """
 from __future__ import annotations
 
+import signal
+import threading
 import traceback
+import tracemalloc
 from dataclasses import dataclass, field
 
 from oodbench.adapters import registry
@@ -74,6 +82,7 @@ class RunContext:
     detectors: list
     options: object  # runner.RunOptions
     ood_val: object = None  # the OOD validation ImageSet in tuned mode
+    run_id: str = ""
     sessions: dict = field(default_factory=dict)
     say: object = print
 
@@ -98,7 +107,7 @@ class RunContext:
 
     def base(self, seed: int) -> dict:
         return {"suite": self.suite["name"], "model": self.session(seed).arch, "seed": int(seed),
-                "tuning": self.options.tuning}
+                "tuning": self.options.tuning, "run_id": self.run_id}
 
 
 def _kinds(names) -> set[str]:
@@ -172,7 +181,7 @@ def _score_job(job: Job, ctx: RunContext, s: Session, res: JobResult) -> None:
         msg = f"{type(e).__name__}: {e}"
         ctx.say(f"detector {name} failed: {msg}")
         failed = failed_result(job, ctx, msg, traceback.format_exc(limit=6))
-        res.failure, res.rows, res.record = failed.failure, failed.rows, failed.record
+        res.failure, res.rows, res.record, res.curves = failed.failure, failed.rows, failed.record, {}
         return
     from oodbench.benchmark.evaluation.record import versions
 
@@ -187,8 +196,47 @@ def _score_job(job: Job, ctx: RunContext, s: Session, res: JobResult) -> None:
     res.rows, res.curves[name] = res.rows + dep_rows, {**res.curves[name], **dep_curves}
 
 
+class JobTimeout(BaseException):
+    """Raised in a job that ran past its time limit (a BaseException, so that a detector's own
+    ``except Exception`` cannot swallow it)."""
+
+
+def call_with_timeout(fn, seconds: float | None):
+    """``fn()``, stopped with :class:`JobTimeout` after ``seconds`` (SIGALRM; no limit when ``seconds``
+    is falsy, or where SIGALRM is unavailable or this is not the main thread)."""
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        return fn()
+    armed = [True]
+
+    def on_alarm(signum, frame):
+        if armed[0]:
+            raise JobTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        return fn()
+    finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_job_limited(job: Job, ctx: RunContext) -> JobResult:
+    """:func:`run_job` with the run's time limit on score jobs: one that runs out is a failure row."""
+    limit = getattr(ctx.options, "timeout", None) if job.kind == "score" else None
+    try:
+        return call_with_timeout(lambda: run_job(job, ctx), limit)
+    except JobTimeout:
+        if tracemalloc.is_tracing():  # the scoring step was cut off while measuring
+            tracemalloc.stop()
+        ctx.say(f"detector {job.detector} failed: timeout after {limit:g} s")
+        return failed_result(job, ctx, f"timeout after {limit:g} s")
+
+
 class SerialExecutor:
-    """Runs the jobs one after the other in this process, in plan order (which respects dependencies)."""
+    """Runs the jobs one after the other in this process, in plan order (which respects dependencies).
+    ``on_result`` sees each job's result as soon as it is done (the runner writes it out then)."""
 
     name = "serial"
 
@@ -196,7 +244,9 @@ class SerialExecutor:
         from tqdm.auto import tqdm
 
         bar = tqdm(jobs, desc=f"{ctx.suite['name']}", disable=not progress, leave=False, unit="job")
-        for job in bar:
-            bar.set_postfix_str(job.key.split("/", 1)[1])
-            on_result(run_job(job, ctx))
-        bar.close()
+        try:
+            for job in bar:
+                bar.set_postfix_str(job.key.split("/", 1)[1])
+                on_result(run_job_limited(job, ctx))
+        finally:
+            bar.close()

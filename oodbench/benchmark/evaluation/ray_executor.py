@@ -16,6 +16,8 @@ from oodbench.benchmark import config
 from oodbench.benchmark.evaluation import worker as workermod
 from oodbench.benchmark.evaluation.jobs import failed_result
 
+#: a task still running this long after its time limit (stuck in one C call) is cancelled
+GRACE_S = 60.0
 _CONTEXTS: dict = {}  # per Ray worker process: spec id -> RunContext
 
 
@@ -23,12 +25,12 @@ def _run_remote(sp_id: str, sp: dict, job):
     """Body of a Ray task: rebuild the run context once per worker process, run the job."""
     import resource
 
-    from oodbench.benchmark.evaluation.jobs import run_job
+    from oodbench.benchmark.evaluation.jobs import run_job_limited
 
     if sp_id not in _CONTEXTS:
         _CONTEXTS[sp_id] = workermod.context_from_spec(sp)
     t0 = time.perf_counter()
-    res = run_job(job, _CONTEXTS[sp_id])
+    res = run_job_limited(job, _CONTEXTS[sp_id])
     return res, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -76,7 +78,7 @@ class RayExecutor:
                 done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
                 now = time.perf_counter()
                 for ref, (j, t0) in list(running.items()):
-                    if ref not in done and self.timeout and j.kind == "score" and now - t0 > self.timeout:
+                    if ref not in done and self.timeout and j.kind == "score" and now - t0 > self.timeout + GRACE_S:
                         ray.cancel(ref, force=True)
                         del running[ref]
                         sched.finish(j, True)

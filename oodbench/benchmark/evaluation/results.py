@@ -2,13 +2,15 @@
 
 ``results.csv`` is long-form: one row per (suite, model, seed, library, detector, test_set, group,
 metric) with ``value``, a bootstrap interval (``ci_low``, ``ci_high``), the sample counts and a
-``status`` (``ok`` or ``failed``, with ``error``). Aggregates over a group's test sets have
-``test_set = "<group>-mean"``. ``summary.csv`` summarises it over seeds (:mod:`.summary`). ``run.json`` is the run record; ``leaderboard.md`` the markdown table
+``status`` (``ok`` or ``failed``, with ``error``) and the ``run_id`` of the run that produced it.
+Aggregates over a group's test sets have ``test_set = "<group>-mean"``. ``summary.csv`` summarises it
+over seeds (:mod:`.summary`). ``run.json`` is the run record; ``leaderboard.md`` the markdown table
 (built by :mod:`oodbench.benchmark.reporting.leaderboard`);
 ``curves.json`` holds, per seed and detector, each test set's ROC curve on a fixed 101-point FPR
 grid (``{"roc": {test_set: {"fpr": [...], "tpr": [...]}}}``) and score histograms on shared edges
 (``{"hist": {"edges": [...], "id": [...], test_set: [...]}}``), so reports need no raw scores.
-All writes are atomic.
+The four files are written as one unit (:mod:`.fileset`: a staging folder and a manifest of content
+hashes), so a run killed while writing leaves either the old or the new set, never a mixture.
 """
 from __future__ import annotations
 
@@ -19,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from oodbench.benchmark.io import atomic_write, write_json
+from oodbench.benchmark.evaluation import fileset
 
 COLUMNS = ["suite", "model", "seed", "tuning", "library", "detector", "test_set", "group", "metric", "value",
-           "ci_low", "ci_high", "n_id", "n_ood", "status", "error"]
+           "ci_low", "ci_high", "n_id", "n_ood", "status", "error", "run_id"]
 GROUPS = ("near", "far", "covariate")
 
 
@@ -34,50 +36,68 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
 
 
+KEY = ["suite", "model", "seed", "detector"]
+
+
+def _in(df: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:
+    """Which rows of ``df`` have a (suite, model, seed, detector) listed in ``keys``."""
+    if keys.empty:
+        return np.zeros(len(df), bool)
+    return df[KEY].merge(keys, on=KEY, how="left", indicator=True)["_merge"].to_numpy() == "both"
+
+
 def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
-    """Replace in ``old`` the rows that ``new`` recomputes (same suite, model, seed, detector)."""
+    """``old`` updated with ``new``, per (suite, model, seed, detector): where ``new`` has computed rows
+    they replace every old row; where ``new`` only failed, the old failure rows are replaced but old
+    ``ok`` rows are kept, the new failure row beside them (a failure never erases a result)."""
     if old is None or old.empty:
         return new
-    key = ["suite", "model", "seed", "detector"]
-    redone = new[key].drop_duplicates()
-    redone["seed"] = redone["seed"].astype(int)
-    old = old.copy()
-    old["seed"] = old["seed"].astype(int)
-    m = old.merge(redone, on=key, how="left", indicator=True)["_merge"].to_numpy() == "both"
-    return pd.concat([old[~m], new], ignore_index=True)
+    old, new = old.copy(), new.copy()
+    old["seed"], new["seed"] = old["seed"].astype(int), new["seed"].astype(int)
+    ok_keys = new.loc[new["status"] != "failed", KEY].drop_duplicates()
+    failed_keys = new[KEY].drop_duplicates()
+    drop = _in(old, ok_keys) | (_in(old, failed_keys) & (old["status"] == "failed").to_numpy())
+    return pd.concat([old[~drop], new], ignore_index=True)
 
 
 def read(path) -> pd.DataFrame | None:
     p = Path(path)
     if not p.exists():
         return None
-    text = ("status", "error", "library", "group", "test_set", "detector", "metric", "suite", "model", "tuning")
+    text = ("status", "error", "library", "group", "test_set", "detector", "metric", "suite", "model", "tuning",
+            "run_id")
     df = pd.read_csv(p, dtype={c: str for c in text}, keep_default_na=True)
     for c in text:
         if c in df.columns:
             df[c] = df[c].fillna("")
+    if "status" in df.columns:
+        bad = np.flatnonzero(~df["status"].isin(["ok", "failed"]).to_numpy())
+        if len(bad):  # a row cut short (a truncated file) has no status
+            raise fileset.FolderMismatch(f"{p}: line {bad[0] + 2} is incomplete (status "
+                                         f"{df['status'].iloc[bad[0]]!r}); the file is truncated or damaged — "
+                                         "restore it or remove it to start the folder afresh")
     return df
 
 
-def write_csv(path, df: pd.DataFrame) -> None:
+def csv_text(df: pd.DataFrame) -> str:
     df = df.sort_values(["suite", "model", "seed", "library", "detector", "group", "test_set", "metric"],
                         kind="mergesort")
     buf = io.StringIO()
     df.to_csv(buf, index=False, float_format="%.6g")
-    atomic_write(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def write_all(out_dir, df: pd.DataFrame, record: dict, curves: dict | None = None) -> None:
     """Write ``results.csv``, ``summary.csv`` (:mod:`.summary`: mean ± std over seeds, intervals, rank
-    ranges, flags), ``curves.json`` (when given), ``run.json`` and ``leaderboard.md`` to ``out_dir``."""
+    ranges, flags), ``curves.json`` (when given), ``run.json`` and ``leaderboard.md`` to ``out_dir`` as one
+    unit. Call under the folder's lock (:func:`.fileset.lock`) after :func:`.fileset.recover`."""
     from oodbench.benchmark.evaluation import summary
     from oodbench.benchmark.reporting.leaderboard import leaderboard_markdown  # reporting reads this module
 
-    out = Path(out_dir)
-    write_csv(out / "results.csv", df)
     summ = summary.summarise(df, paired=summary.paired_from_curves(curves))
-    summary.write(out / "summary.csv", summ)
+    files = {"results.csv": csv_text(df), "summary.csv": summary.csv_text(summ)}
     if curves is not None:  # compact: ROC points and histograms of every detector x test set
-        atomic_write(out / "curves.json", json.dumps(curves, sort_keys=True, separators=(",", ":")) + "\n")
-    write_json(out / "run.json", record)
-    atomic_write(out / "leaderboard.md", leaderboard_markdown(df, record, summ))
+        files["curves.json"] = json.dumps(curves, sort_keys=True, separators=(",", ":")) + "\n"
+    files["run.json"] = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+    files["leaderboard.md"] = leaderboard_markdown(df, record, summ)
+    fileset.write_set(out_dir, files, {"run_id": record.get("run_id", "")})

@@ -6,12 +6,16 @@ executor, and returns a :class:`RunResult` — the tidy results table and the ru
 ``write`` it also writes ``results.csv``, ``run.json``, ``curves.json`` and ``leaderboard.md`` to
 ``out`` (default ``results/<suite>/``), merged with earlier results of other detectors there.
 
-Scores are cached (keyed by detector, hyperparameters, library version, code, model and data), so an
-interrupted or repeated run resumes where it stopped. A detector that raises, or returns NaN, the
-wrong shape or the wrong dtype, is recorded as failed with its error and the run goes on.
+The arguments are checked before any compute (:mod:`.arguments`). The output folder is updated
+after every finished job (as one unit, :mod:`.output`), so an interrupted run keeps every finished
+row; Ctrl-C writes what finished and raises :class:`RunInterrupted`. Scores are cached (keyed by
+detector, hyperparameters, library version, code, model and data), so a rerun resumes where it
+stopped. A detector that raises, returns NaN, the wrong shape or the wrong dtype, or runs past
+``timeout`` seconds, is recorded as failed with its error and the run goes on.
 """
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -22,9 +26,8 @@ import pandas as pd
 
 from oodbench.adapters import registry
 from oodbench.benchmark import config
-from oodbench.benchmark.data import suites
-from oodbench.benchmark.evaluation import output, record as recordmod, results
-from oodbench.benchmark.evaluation import executors
+from oodbench.benchmark.evaluation import arguments, executors, output, results
+from oodbench.benchmark.evaluation import record as recordmod
 from oodbench.benchmark.evaluation.jobs import JobResult, RunContext, plan
 
 
@@ -46,10 +49,11 @@ class RunOptions:
     use_score_cache: bool = True
     batch_size: int = 512
     tuning: str = "default"
+    timeout: float | None = config.DEFAULT_TIMEOUT  # seconds per score job; None or 0: no limit
     jobs: int | None = 1  # worker processes; None: the number of cores (``--jobs``)
     executor: str = "auto"  # auto (serial for 1 job, else local) | serial | local | ray
     address: str | None = None  # Ray cluster address (``--address``)
-    timeout: float | None = None  # seconds per score job (local and Ray executors)
+    flush_seconds: float = 30.0  # write the output folder after a finished job at most this often
 
 
 @dataclass
@@ -60,6 +64,23 @@ class RunResult:
     table: pd.DataFrame
     record: dict
     curves: dict = field(default_factory=dict)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; ``result`` holds what finished (already written to the output folder)."""
+
+    def __init__(self, message: str, result: RunResult):
+        super().__init__(message)
+        self.result = result
+
+
+def new_run_id() -> str:
+    """A run's identity: UTC time and 6 random hex digits, e.g. ``20261130T225631Z-3fa2c1``."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(3).hex()
+
+
+def out_dir(o: RunOptions, suite_d: dict) -> Path:
+    return Path(o.out) if o.out else Path("results") / (suite_d["name"] + ("-tuned" if o.tuning == "tuned" else ""))
 
 
 def default_detectors(device: str = "cpu") -> list[str]:
@@ -93,16 +114,14 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions 
     """Run ``detectors`` (names or patterns; default: all available) on ``suite`` for each seed.
     Options are a :class:`RunOptions` or its fields as keywords (``device="cuda"``, ``n_boot=1000``...)."""
     o = options or RunOptions(**kw)
-    if o.tuning not in ("default", "tuned"):
-        raise ValueError(f"tuning must be 'default' or 'tuned', got {o.tuning!r}")
+    suite_d, names, seeds = arguments.check_run(suite, detectors, seeds, o, default_detectors)
+    folder = output.prepare(out_dir(o, suite_d)) if o.write else None
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
     threads = config.set_threads(o.threads)
-    suite_d = suites.get(suite) if isinstance(suite, str) else suite
-    names = registry.resolve(detectors) if detectors else default_detectors(o.device)
-    skipped = {n: skip_reason(n, o.device) for n in registry.names() if not detectors and skip_reason(n, o.device)}
-    ctx = RunContext(suite_d, names, o, say=tqdm.write if o.progress else (lambda *a, **k: None))
+    skipped = {} if detectors else {n: r for n in registry.names() if (r := skip_reason(n, o.device))}
+    ctx = RunContext(suite_d, names, o, run_id=new_run_id(), say=tqdm.write if o.progress else (lambda *a, **k: None))
     t0 = time.perf_counter()
     data = ctx.session(int(seeds[0])).data
     t_data = time.perf_counter() - t0
@@ -110,26 +129,58 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions 
         ctx.say(f"skipped test set {n}: {why}")
     ctx.prepare_tuning()
 
+    jobs = plan(suite_d["name"], names, seeds)
     collected: list[JobResult] = []
     for n, why in skipped.items():
         ctx.say(f"skipped detector {n}: {why}")
-    in_env = [n for n in names if n.startswith("openood.") and registry.get(n).info.extra.get("available") is False]
-    executor = executors.make("local" if in_env and o.executor in ("auto", "serial") else o.executor,
-                              max(1, o.jobs or 1) if in_env and o.executor == "serial" else o.jobs, o.timeout,
-                              o.address)
-    executor.run(plan(suite_d["name"], names, seeds), ctx, collected.append, o.progress)
-    rec = _record(ctx, collected, seeds, threads, t_data)
-    rec["skipped_detectors"] = [{"detector": n, "reason": r} for n, r in skipped.items()]
-    rec["executor"] = {"name": executor.name, "workers": getattr(executor, "workers", 1)}
-    rec["jobs"] = [{"key": jr.job.key, **{k: jr.record[k] for k in ("worker", "python", "seconds", "peak_rss_mb")
-                                           if k in jr.record}} for jr in collected]
-    rec["wall_seconds"] = time.perf_counter() - t_start
-    result = RunResult(results.to_frame([r for jr in collected for r in jr.rows]), rec, _curves(collected))
-    if o.write:
-        out_dir = Path(o.out) if o.out else Path("results") / (suite_d["name"] + ("-tuned" if o.tuning == "tuned"
-                                                                                    else ""))
-        result.table = output.merge_and_write(out_dir, result.table, rec, result.curves)
-    return result
+    executor = _executor(o, names)
+    env = {"versions": recordmod.versions(), "git_commit": recordmod.git_commit()}
+
+    def finish(status: str) -> RunResult:
+        rec = _record(ctx, collected, seeds, threads, t_data) | env
+        rec.update(status=status, wall_seconds=time.perf_counter() - t_start,
+                   skipped_detectors=[{"detector": n, "reason": r} for n, r in skipped.items()],
+                   executor={"name": executor.name, "workers": getattr(executor, "workers", 1)},
+                   jobs={"planned": len(jobs), "done": len(collected), "log": _job_log(collected)})
+        result = RunResult(results.to_frame([r for jr in collected for r in jr.rows]), rec, _curves(collected))
+        if folder is not None and (status == "complete" or len(result.table)):
+            result.table = output.merge_and_write(folder, result.table, rec, result.curves)
+        return result
+
+    last_write = [0.0]
+
+    def on_result(jr: JobResult) -> None:
+        collected.append(jr)
+        # the folder keeps finished rows (at most every ``flush_seconds``; the score cache keeps them all)
+        if folder is not None and jr.job.kind != "train" and time.perf_counter() - last_write[0] >= o.flush_seconds:
+            finish("running")
+            last_write[0] = time.perf_counter()
+
+    try:
+        executor.run(jobs, ctx, on_result, o.progress)
+    except KeyboardInterrupt:
+        result = finish("interrupted")
+        where = f"; what finished is in {folder}" if folder is not None and len(result.table) else ""
+        how = "finished detectors come from the score cache" if o.use_score_cache else "without --no-score-cache " \
+            "finished detectors come from the score cache"
+        raise RunInterrupted(f"interrupted after {len(collected)} of {len(jobs)} jobs{where}; run the same "
+                             f"command again to resume ({how})", result) from None
+    return finish("complete")
+
+
+def _executor(o: RunOptions, names):
+    """The executor the options ask for; ``openood.*`` detectors whose library is only installed in
+    OpenOOD's own environment need worker processes, so a serial run of them uses one local worker."""
+    in_env = any(n.startswith("openood.") and registry.get(n).info.extra.get("available") is False for n in names)
+    if in_env and o.executor in ("auto", "serial"):
+        return executors.make("local", o.jobs or 1, o.timeout, o.address)
+    return executors.make(o.executor, o.jobs, o.timeout, o.address)
+
+
+def _job_log(collected) -> list:
+    """Per job: its key, and where it ran, how long and with how much memory (worker executors)."""
+    keys = ("worker", "python", "seconds", "peak_rss_mb")
+    return [{"key": jr.job.key, **{k: jr.record[k] for k in keys if k in jr.record}} for jr in collected]
 
 
 def _curves(collected) -> dict:
@@ -169,8 +220,8 @@ def _record(ctx: RunContext, collected, seeds, threads: int, t_data: float) -> d
         "device": str(o.device),
         "device_name": recordmod.device_name(o.device),
         "threads": threads,
-        "versions": recordmod.versions(),
-        "git_commit": recordmod.git_commit(),
+        "timeout_s": o.timeout or None,
+        "run_id": ctx.run_id,
         "data_checksums": data.checksums,
         "data_seconds": t_data,
         "extraction": extraction,

@@ -210,12 +210,10 @@ def paired_from_curves(curves: dict | None) -> dict:
             for g, v in p["auroc"].items()}
 
 
-def write(path, summ: pd.DataFrame) -> None:
-    """Write ``summary.csv`` (atomic, sorted, 6 significant digits)."""
+def csv_text(summ: pd.DataFrame) -> str:
+    """``summary.csv``'s text (sorted, 6 significant digits)."""
     import io
-
-    from oodbench.benchmark.io import atomic_write
 
     buf = io.StringIO()
     summ.sort_values(KEY, kind="mergesort").to_csv(buf, index=False, float_format="%.6g")
-    atomic_write(path, buf.getvalue())
+    return buf.getvalue()

@@ -96,7 +96,7 @@ def main() -> int:
         pickle.dump(("error", traceback.format_exc()), chan)
         chan.flush()
         return 1
-    from oodbench.benchmark.evaluation.jobs import run_job
+    from oodbench.benchmark.evaluation.jobs import run_job_limited
 
     while True:
         try:
@@ -105,7 +105,7 @@ def main() -> int:
             return 0
         t0 = time.perf_counter()
         try:
-            reply = ("ok", run_job(job, ctx), time.perf_counter() - t0,
+            reply = ("ok", run_job_limited(job, ctx), time.perf_counter() - t0,
                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         except Exception as e:
             reply = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}", _picklable(e))

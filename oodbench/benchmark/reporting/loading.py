@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from oodbench.benchmark.evaluation import results
+from oodbench.benchmark.evaluation import fileset, results
 from oodbench.benchmark.evaluation.results import GROUPS
 from oodbench.benchmark.io import read_json
 
@@ -29,6 +29,7 @@ class SuiteResults:
 
     def __init__(self, folder):
         self.folder = Path(folder)
+        fileset.check(self.folder)  # finish an interrupted update; a damaged file is named
         df = results.read(self.folder / "results.csv")
         if df is None:
             raise FileNotFoundError(f"{self.folder / 'results.csv'} not found (run `oodbench run <suite>` first)")
