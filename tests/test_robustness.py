@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from oodbench.adapters.base import Detector, DetectorInfo
-from oodbench.adapters.registry import _REGISTRY, register
+from oodbench.adapters.registry import REGISTRY
 from oodbench.benchmark.cli import main
 from oodbench.benchmark.evaluation import output, results, runner
 
@@ -56,11 +56,10 @@ def fakes():
     classes = {"test.fast": _Fast, "test.fast2": type("Fast2", (_Fast,), {}), "test.sleep": _Sleep,
                "test.interrupt": type("Interrupt", (_Interrupt,), {"armed": True}),
                "test.flaky": type("Flaky", (_Flaky,), {"broken": False})}
-    for n, c in classes.items():
-        register(n)(c)
-    yield {n: _REGISTRY[n] for n in classes}
-    for n in classes:
-        _REGISTRY.pop(n, None)
+    with REGISTRY.scoped():
+        for n, c in classes.items():
+            REGISTRY.register(n)(c)
+        yield {n: REGISTRY.get(n) for n in classes}
 
 
 def _kw(data_dir, cache_dir, out, **more):

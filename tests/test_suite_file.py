@@ -28,6 +28,8 @@ def example(tmp_path_factory):
 def _cli(args, capsys):
     from oodbench.benchmark.cli import main
 
+    if args[0] == "run" and "--seeds" not in args:
+        args = [*args, "--seeds", "0"]  # one classifier seed, as the API calls here
     rc = main(args)
     out = capsys.readouterr()
     return rc, out.out, out.err
@@ -44,8 +46,8 @@ def test_cli_and_python_api_give_the_same_results_table(example, cache_dir, tmp_
                             tests={"dim": (img / "dim", "covariate"), "stripes": (img / "stripes", "far")},
                             detectors=DETS, name="own-model-example", input_size=(16, 16), n_boot=0,
                             cache_dir=cache_dir, write=True, out=tmp_path / "api")
-    cli = pd.read_csv(tmp_path / "cli" / "results.csv")
-    api = pd.read_csv(tmp_path / "api" / "results.csv")
+    cli = pd.read_csv(tmp_path / "cli" / "results.csv").drop(columns="run_id")  # each run has its own id
+    api = pd.read_csv(tmp_path / "api" / "results.csv").drop(columns="run_id")
     cli = cli[cli.test_set != "blur"]  # the suite file also has a built-in shift (not in the API call)
     cli = cli[~((cli.test_set == "covariate-mean"))]
     api = api[api.test_set != "covariate-mean"]
@@ -213,7 +215,7 @@ def test_bad_suite_file_gives_one_clear_error(example, cache_dir, capsys, edit, 
     bad = _write(example, edit(GOOD))
     rc, out, err = _cli(["run", str(bad), "--detectors", *DETS, "-q", "--cache-dir", str(cache_dir)], capsys)
     assert rc == 2
-    assert err.count("\n") == 1 and err.startswith(f"oodbench: error: {bad}: {expected}"), err
+    assert err.count("\n") == 1 and err.startswith(f"oodbench run: error: {bad}: {expected}"), err
 
 
 def _run_bad(folder, text, cache_dir, capsys):

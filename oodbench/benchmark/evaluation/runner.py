@@ -170,10 +170,15 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions 
 
 def _executor(o: RunOptions, names):
     """The executor the options ask for; ``openood.*`` detectors whose library is only installed in
-    OpenOOD's own environment need worker processes, so a serial run of them uses one local worker."""
+    OpenOOD's own environment need worker processes, so a serial run of them uses one local worker;
+    with ``auto``, detectors that a worker cannot import (defined at run time) run serially here."""
+    from oodbench.benchmark.evaluation.worker import importable
+
     in_env = any(n.startswith("openood.") and registry.get(n).info.extra.get("available") is False for n in names)
     if in_env and o.executor in ("auto", "serial"):
         return executors.make("local", o.jobs or 1, o.timeout, o.address)
+    if o.executor == "auto" and not all(importable(registry.get(n)) for n in names):
+        return executors.make("serial")  # a detector defined at run time (a test, a notebook cell)
     return executors.make(o.executor, o.jobs, o.timeout, o.address)
 
 

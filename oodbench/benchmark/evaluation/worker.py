@@ -42,6 +42,17 @@ def user_paths() -> list[str]:
     return out
 
 
+def importable(cls) -> bool:
+    """Whether a worker can import ``cls`` by its module and qualified name (a class made inside a
+    function or with ``type()`` cannot: such detectors run in the parent process)."""
+    from oodbench.adapters import registry
+
+    try:
+        return registry.load_object(f"{cls.__module__}:{cls.__qualname__}") is cls
+    except Exception:
+        return False
+
+
 def spec(ctx, threads: int) -> dict:
     """What a worker needs to rebuild the parent's :class:`RunContext`."""
     from oodbench.adapters import registry
@@ -92,8 +103,8 @@ def main() -> int:
     inp = sys.stdin.buffer
     try:
         ctx = context_from_spec(pickle.load(inp))
-    except Exception:
-        pickle.dump(("error", traceback.format_exc()), chan)
+    except Exception as e:
+        pickle.dump(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}", _picklable(e)), chan)
         chan.flush()
         return 1
     from oodbench.benchmark.evaluation.jobs import run_job_limited
