@@ -15,8 +15,9 @@ import os
 import sys
 
 from oodbench.benchmark.cli import check, download, ease, listing, report, run
+from oodbench.benchmark.cli import analyse
 
-COMMANDS = (run, listing, download, report, check, ease)
+COMMANDS = (run, listing, download, report, check, ease, analyse)
 
 
 def build_parser() -> argparse.ArgumentParser:
