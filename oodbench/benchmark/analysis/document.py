@@ -79,6 +79,8 @@ def _reference_finding(res) -> str:
     fa = [(r["effective_mean"], r["summary"]["false_alarm"]["mean"]) for r in rows]
     over = [f"{n:.0f}" for n, v in fa if v > ref["alpha"]]
     capped = [str(q) for r in rows for q in r["requested"] if r["whole_split"]]
+    partial = [f"{r['requested'][0]} ({sum(c < r['requested'][0] for c in counts)} classes)" for r in rows
+               if r["capped"] and not r["whole_split"]]
     s = (f"Mean AUROC over the near/far OOD sets goes from {_f(first['summary']['auroc_mean']['mean'])} with "
          f"{first['effective_mean']:.0f} reference samples per class to {_f(last['summary']['auroc_mean']['mean'])} "
          f"with {last['effective_mean']:.0f}")
@@ -88,8 +90,10 @@ def _reference_finding(res) -> str:
           f"above alpha at {', '.join(over)} per class") + f" ({', '.join(_pct(v) for _, v in fa)}). ")
     if capped:
         s += (f"Requested sizes {', '.join(capped)} exceed what the fit split holds ({min(counts)}–{max(counts)} per "
-              f"class) and are the whole split.")
-    return s
+              f"class) and are the whole split. ")
+    if partial:
+        s += f"Capped for the classes with fewer samples: {', '.join(partial)}."
+    return s.strip()
 
 
 def _severity_finding(res) -> str:
@@ -124,16 +128,21 @@ def _alpha_finding(res) -> str:
     a = np.asarray(ac["alphas"])
     idr = np.asarray(ac["rates"]["id"])
     above = a[idr > a]
-    i01 = int(np.argmin(np.abs(a - 0.01)))
-    ood = {n: v[i01] for n, v in ac["rates"].items() if n != "id" and res["groups"].get(n) != "covariate"}
+    pmin = res["calibration"]["min_attainable_p"]
     s = ("The ID test rejection rate stays at or below alpha over the whole grid "
          f"({a[0]:g}–{a[-1]:g})" if not above.size else
          f"The ID test rejection rate exceeds alpha at {above.size} of {a.size} grid points (e.g. alpha = {above[0]:g})")
-    s += f"; at alpha = {a[i01]:g} it is {_pct(idr[i01])}"
-    if ood:
-        lo, hi = min(ood, key=ood.get), max(ood, key=ood.get)
-        s += f", while the near/far OOD sets are rejected at {_pct(ood[lo])} ({lo}) to {_pct(ood[hi])} ({hi})"
-    return s + "."
+    s += f"; below alpha = {pmin:.4f} (the smallest attainable p-value) nothing can be rejected. "
+    for target in sorted({0.01, res["config"]["alpha"]}):
+        i = int(np.argmin(np.abs(a - target)))
+        if a[i] < pmin:
+            continue
+        ood = {n: v[i] for n, v in ac["rates"].items() if n != "id" and res["groups"].get(n) != "covariate"}
+        if ood:
+            lo, hi = min(ood, key=ood.get), max(ood, key=ood.get)
+            s += (f"At alpha = {a[i]:g}: ID test {_pct(idr[i])}, near/far OOD sets {_pct(ood[lo])} ({lo}) to "
+                  f"{_pct(ood[hi])} ({hi}). ")
+    return s.strip()
 
 
 def _cost_finding(res) -> str:

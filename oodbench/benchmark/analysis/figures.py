@@ -58,8 +58,8 @@ def layers(res: dict) -> bytes | None:
         ax.set(xlim=(0, 1), title=title)
         ax.set_yticks(y, [f"{n} ({res['layers'][n]['rejected']} rej.)" for n in names])
         ax.invert_yaxis()
-    axes[1].legend(loc="lower right", title="layer")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(L), title="layer")
     return _png(fig)
 
 
