@@ -131,7 +131,8 @@ def _alpha_finding(res) -> str:
     pmin = res["calibration"]["min_attainable_p"]
     s = ("The ID test rejection rate stays at or below alpha over the whole grid "
          f"({a[0]:g}–{a[-1]:g})" if not above.size else
-         f"The ID test rejection rate exceeds alpha at {above.size} of {a.size} grid points (e.g. alpha = {above[0]:g})")
+         f"The ID test rejection rate exceeds alpha at {above.size} of {a.size} grid points "
+         f"(e.g. alpha = {above[0]:g})")
     s += f"; below alpha = {pmin:.4f} (the smallest attainable p-value) nothing can be rejected. "
     for target in sorted({0.01, res["config"]["alpha"]}):
         i = int(np.argmin(np.abs(a - target)))
@@ -217,7 +218,8 @@ def _reference_md(res) -> list:
     return [f"The detector refitted on n reference (fit) samples per class, seeded repeats (mean ± sd); the cal "
             f"split stays whole. The fit split holds {min(c)}–{max(c)} samples per class, so larger sizes are capped "
             "at each class's count; a size at or above every class's count is the whole split (one run: it is "
-            f"deterministic). AUROC against the ID test subsample; false alarms at alpha = {ref['alpha']}.", ""] + _table(
+            f"deterministic). AUROC against the ID test subsample; false alarms at alpha = {ref['alpha']}.",
+            ""] + _table(
         ["requested n", "used per class: mean (min–max)", "capped", "repeats", "mean AUROC"] + ref["sets"]
         + ["ID false alarms"], rows)
 
@@ -225,8 +227,8 @@ def _reference_md(res) -> list:
 def _severity_md(res) -> list:
     sev = res["severity"]
     sevs = [r["severity"] for r in next(iter(sev["shifts"].values()))] if sev["shifts"] else []
-    rows = [["clean", "0", _pct(sev["severity_0"]["rejection"]), "–", "–", "–", _pct(sev["severity_0"]["accuracy"]),
-             "–"]]
+    s0 = sev["severity_0"]
+    rows = [["clean", "0", _pct(s0["rejection"]), "–", "–", "–", _pct(s0["accuracy"]), "–"]]
     for n, rs in sev["shifts"].items():
         for r in rs:
             rows.append([n, r["severity"], _pct(r["rejection"]), _pct(r["rejection_right"]), _pct(r["rejection_wrong"]),
