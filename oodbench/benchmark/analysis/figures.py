@@ -131,6 +131,7 @@ def alpha(res: dict) -> bytes | None:
         ax.plot(a, v, color="k" if name == "id" else col, ls="-" if name == "id" else ls,
                 lw=2 if name == "id" else 1, label="ID test" if name == "id" else name)
     ax.plot(a, a, color="grey", lw=0.8, ls=":", label="y = alpha")
+    ax.axvline(res["calibration"]["min_attainable_p"], color="grey", lw=0.6, ls="--", label="smallest attainable p")
     ax.set(xscale="log", yscale="log", xlabel="alpha", ylabel="rejection rate (0 drawn at 1e-4)",
            title="rejection rate against alpha")
     ax.legend(fontsize=6, ncol=2, loc="lower right")
