@@ -60,6 +60,10 @@ def test_layer_shares(analysed):
             assert sum(v["dominant_share"]) == pytest.approx(1.0)
             assert sum(v["mean_term_share"]) == pytest.approx(1.0)
             assert len(v["dominant_share"]) == len(L)
+            assert all(0 <= x <= 1 for x in v["lost_without"] + v["only_with"])
+        # the test restricted to all layers, recalibrated, is the detector itself
+        assert v["subset_test_matches_detector"], name
+        assert len(v["alone_rate"]) == len(v["without_rate"]) == len(L)
     assert set(res["layers"]) == {"id", *res["groups"]}
 
 

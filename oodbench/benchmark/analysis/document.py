@@ -58,15 +58,22 @@ def _layers_finding(res) -> str:
             and v["rejected"] >= MIN_REJECTED}
     if not sets:
         return f"No OOD set has {MIN_REJECTED} or more rejections at alpha; the layer shares are not interpreted."
-    top = {n: L[int(np.argmax(v["dominant_share"]))] for n, v in sets.items()}
-    counts = {lay: sum(t == lay for t in top.values()) for lay in L}
+    best = {n: int(np.argmax(v["alone_rate"])) for n, v in sets.items()}
+    counts = {i: sum(b == i for b in best.values()) for i in range(len(L))}
     lead = max(counts, key=counts.get)
-    parts = [f"{n}: {top[n]} ({_pct(max(v['dominant_share']))})" for n, v in sets.items()]
-    mean_share = np.mean([v["mean_term_share"] for v in sets.values()], axis=0)
-    return (f"The layer whose Fisher term is largest most often decides the rejections: {lead} on {counts[lead]} of "
-            f"{len(sets)} OOD sets with >= {MIN_REJECTED} rejections. Top layer per set: " + "; ".join(parts)
-            + ". Averaged over those sets, the layers' mean shares of the Fisher sum are "
-            + ", ".join(f"{lay} {_pct(m)}" for lay, m in zip(L, mean_share)) + ".")
+    parts = [f"{n}: {L[best[n]]} {_pct(v['alone_rate'][best[n]])} vs {_pct(v['rejection_rate'])} with all"
+             for n, v in sets.items()]
+    lost = {(n, L[i]): v["lost_without"][i] for n, v in sets.items() for i in range(len(L))}
+    (ln, ll), lv = max(lost.items(), key=lambda kv: kv[1]), max(lost.values())
+    tied = [n for n, v in sets.items() if v["all_tied_share"] >= 0.5]
+    s = (f"Used alone (recalibrated), {L[lead]} is the most powerful layer on {counts[lead]} of {len(sets)} OOD sets "
+         f"with >= {MIN_REJECTED} rejections (best single layer vs all layers: " + "; ".join(parts) + "). ")
+    s += (f"Leaving one layer out loses at most {_pct(lv)} of a set's rejections ({ll} on {ln}), so "
+          + ("no single layer is indispensable. " if lv < 0.1 else "some rejections need that layer. "))
+    if tied:
+        s += (f"On {', '.join(tied)} at least half of the rejections have every layer at its floor p-value, so no "
+              "single layer decides them.")
+    return s.strip()
 
 
 def _reference_finding(res) -> str:
@@ -196,12 +203,17 @@ def _layers_md(res) -> list:
     L = res["layers_order"]
     rows = []
     for n, v in res["layers"].items():
-        ds, ms = v.get("dominant_share"), v.get("mean_term_share")
-        rows.append([("ID test" if n == "id" else n), v.get("group", "id"), _pct(v["rejection_rate"]), v["rejected"]]
-                    + [("–" if ds is None else f"{100 * ds[i]:.0f} / {100 * ms[i]:.0f}") for i in range(len(L))])
-    return [f"Rejections at alpha = {res['config']['alpha']}; per layer: % of rejections whose largest Fisher term "
-            "(-2 log p_layer, under the class that decides P) is that layer's / its mean % of the Fisher sum.",
-            ""] + _table(["set", "group", "rejected", "n rejected"] + L, rows)
+        ds, lw = v.get("dominant_share"), v.get("lost_without")
+        rows.append([("ID test" if n == "id" else n), v.get("group", "id"), _pct(v["rejection_rate"]),
+                     "–" if v.get("all_tied_share") is None else _pct(v["all_tied_share"])]
+                    + [(f"{100 * v['alone_rate'][i]:.0f} / " + ("–" if ds is None else
+                        f"{100 * ds[i]:.0f} / {100 * lw[i]:.0f}")) for i in range(len(L))])
+    return [f"Rejections at alpha = {res['config']['alpha']}. *All tied*: share of rejections whose layers all "
+            "have the same Fisher term (every layer at its floor p-value). Per layer: % of the set rejected by "
+            "the layer alone (its own Fisher statistic, recalibrated on cal) / % of rejections whose largest "
+            "Fisher term (-2 log p_layer, under the class that decides P) is the layer's (ties share) / % of "
+            "rejections lost when the layer is left out (recalibrated).", ""] + _table(
+        ["set", "group", "rejected (all layers)", "all tied"] + [f"{lay}: alone / largest / lost" for lay in L], rows)
 
 
 def _reference_md(res) -> list:

@@ -40,25 +40,37 @@ def calibration(res: dict) -> bytes | None:
 
 
 def layers(res: dict) -> bytes | None:
-    """Share of rejections decided by each layer's Fisher term, per set."""
+    """Per set: share of rejections decided by each layer's Fisher term, rejection rate of each layer
+    alone against all layers, share of rejections lost without each layer."""
     names = [n for n, v in res["layers"].items() if v.get("dominant_share")]
     if not names:
         return None
     L = res["layers_order"]
+    styles = _styles(len(L))
     plt = _mpl()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.32 * len(names) + 1.4), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 0.36 * len(names) + 1.6), sharey=True)
     y = np.arange(len(names))
-    for ax, key, title in ((axes[0], "dominant_share", "share of rejections whose largest Fisher term is the layer's"),
-                           (axes[1], "mean_term_share", "mean share of the Fisher sum, rejected inputs")):
-        left = np.zeros(len(names))
-        for li, (lname, (col, _)) in enumerate(zip(L, _styles(len(L)))):
-            v = np.array([res["layers"][n][key][li] for n in names])
-            ax.barh(y, v, left=left, color=col, label=lname)
-            left += v
-        ax.set(xlim=(0, 1), title=title)
-        ax.set_yticks(y, [f"{n} ({res['layers'][n]['rejected']} rej.)" for n in names])
-        ax.invert_yaxis()
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    left = np.zeros(len(names))
+    for li, (lname, (col, _)) in enumerate(zip(L, styles)):
+        v = np.array([res["layers"][n]["dominant_share"][li] for n in names])
+        axes[0].barh(y, v, left=left, color=col, label=lname)
+        left += v
+    axes[0].set(xlim=(0, 1), title="share of rejections whose largest Fisher term\nis the layer's (ties share)")
+    h = 0.8 / (len(L) + 1)
+    axes[1].barh(y - 0.4 + h / 2, [res["layers"][n]["rejection_rate"] for n in names], height=h, color="k",
+                 label="all layers")
+    for key, ax in (("alone_rate", axes[1]), ("lost_without", axes[2])):
+        for li, (col, _) in enumerate(styles):
+            v = [res["layers"][n][key][li] for n in names]
+            off = (li + 1) if ax is axes[1] else li
+            hh = h if ax is axes[1] else 0.8 / len(L)
+            ax.barh(y - 0.4 + hh * (off + 0.5), v, height=hh, color=col)
+    axes[1].set(xlim=(0, 1), title=f"rejection rate at alpha = {res['config']['alpha']}:\n"
+                                   "all layers (black), each layer alone (recalibrated)")
+    axes[2].set(xlim=(0, 1), title="share of the rejections lost when the layer\nis left out (recalibrated)")
+    axes[0].set_yticks(y, [f"{n} ({res['layers'][n]['rejected']} rej.)" for n in names])
+    axes[0].invert_yaxis()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(L), title="layer")
     return _png(fig)
 

@@ -11,8 +11,11 @@
 * **layers**: for each rejected input (``P <= alpha``), the Fisher terms ``-2 log p_layer`` of the
   class that decides ``P`` (the class with the largest ``P_c``; ties, common once every ``P_c`` is at
   its floor, go to the class with the smallest standardised statistic, as the detector's tie-break
-  does): the share of rejections whose largest term is each layer's, and each layer's mean share of
-  the Fisher sum.
+  does): the share of rejections whose largest term is each layer's (layers tied for the largest
+  term share the credit: far-OOD inputs put every layer at the floor ``1/(n+1)``), each layer's mean
+  share of the Fisher sum; and, with the test restricted to layer subsets and recalibrated on
+  ``cal`` (:class:`LayerTests`), the rejection rate of each layer alone, and the share of rejections
+  lost when one layer is left out.
 * **alpha**: rejection rate against alpha on the ID test set and on every OOD set.
 
 The detector is created with ``registry.create(name)``; the per-layer and per-class quantities come
@@ -130,24 +133,65 @@ def calibration(det, id_rep, alpha: float) -> dict:
             "alpha_curves": {"own": rejection_curve(own_all), "final": rejection_curve(p_det)}}
 
 
-def layer_shares(det, rep, alpha: float) -> dict:
-    """Which layers' Fisher terms drive the rejections of ``rep`` at ``alpha``."""
+class LayerTests:
+    """The detector's test restricted to a subset of its layers, calibrated on ``cal`` exactly as the
+    detector calibrates the full Fisher sum (per class, conformal), so each subset is a valid test of
+    its own: the full set reproduces ``det.p_value``; "all but one" and "one alone" say which layers
+    the rejections need and what each layer can do by itself."""
+
+    def __init__(self, det, cal_rep):
+        self.core = det.core_
+        t = cal_rep.taps()
+        self.cal_lp = self.core.layer_pvalues({n: t[n] for n in det.tap_layers})
+        self.cal_y = np.asarray(cal_rep.labels, np.int64)
+        self.n_layers = self.cal_lp.shape[-1]
+        self._nulls = {}
+
+    def _null(self, mask: tuple):
+        from oodbench.detectors.pvalues import EmpiricalNull
+
+        if mask not in self._nulls:
+            F = self.core.combine_layers(self.cal_lp[..., list(mask)])
+            self._nulls[mask] = [EmpiricalNull(F[self.cal_y == c, c]) for c in range(F.shape[1])]
+        return self._nulls[mask]
+
+    def pvalue(self, lp, mask, preds=None) -> np.ndarray:
+        """Final p-value of inputs with layer p-values ``lp`` (m, C, L) using the layers in ``mask``."""
+        mask = tuple(int(i) for i in mask)
+        F = self.core.combine_layers(lp[..., list(mask)])
+        pc = np.stack([nl.pvalue(F[:, c]) for c, nl in enumerate(self._null(mask))], axis=1)
+        if self.core.class_agg == "pred":
+            return pc[np.arange(len(pc)), np.asarray(preds, np.int64)]
+        return pc.max(axis=1)
+
+
+def layer_shares(det, rep, alpha: float, tests: LayerTests) -> dict:
+    """Which layers drive the rejections of ``rep`` at ``alpha`` (see the module docstring)."""
     d = decompose(det, rep)
     p = np.asarray(det.p_value(rep), np.float64)
     rej = p <= alpha
     L = len(d["layers"])
-    terms = -2.0 * np.log(d["lp"][np.arange(len(p)), d["cls"]])  # (m, L)
+    preds = rep.preds if det.core_.class_agg == "pred" else None
+    terms = -2.0 * np.log(d["lp"][np.arange(len(p)), d["cls"]])  # (m, L), under the deciding class
+    alone = [tests.pvalue(d["lp"], [i], preds) <= alpha for i in range(L)]
+    without = [tests.pvalue(d["lp"], [j for j in range(L) if j != i], preds) <= alpha for i in range(L)]
     out = {"n": int(len(p)), "rejected": int(rej.sum()), "rejection_rate": float(rej.mean()),
-           "layers": d["layers"]}
+           "layers": d["layers"], "alone_rate": [float(a.mean()) for a in alone],
+           "without_rate": [float(w.mean()) for w in without],
+           "subset_test_matches_detector": bool(np.array_equal(tests.pvalue(d["lp"], range(L), preds) <= alpha, rej))}
     if rej.any():
         t = terms[rej]
-        dom = np.bincount(t.argmax(axis=1), minlength=L) / len(t)
+        top = np.isclose(t, t.max(axis=1, keepdims=True), rtol=1e-9, atol=1e-12)  # ties share the credit
+        dom = (top / top.sum(axis=1, keepdims=True)).mean(axis=0)
         tot = t.sum(axis=1, keepdims=True)
         frac = np.divide(t, tot, out=np.full_like(t, 1.0 / L), where=tot > 0).mean(axis=0)
         out.update(dominant_share=[float(v) for v in dom], mean_term_share=[float(v) for v in frac],
-                   mean_term=[float(v) for v in t.mean(axis=0)])
+                   all_tied_share=float(top.all(axis=1).mean()),
+                   lost_without=[float(np.mean(~w[rej])) for w in without],
+                   only_with=[float(np.mean(a[rej])) for a in alone])
     else:
-        out.update(dominant_share=None, mean_term_share=None, mean_term=None)
+        out.update(dominant_share=None, mean_term_share=None, all_tied_share=None, lost_without=None,
+                   only_with=None)
     return out
 
 
@@ -201,13 +245,14 @@ def analyse(cfg: Config, session=None, cache=None, data_dir=None, progress=None)
     calib = calibration(det, id_rep, cfg.alpha)
 
     say(f"layers and alpha curves on {len(sets)} OOD sets")
-    layers = {"id": layer_shares(det, id_rep, cfg.alpha)}
+    tests = LayerTests(det, s.representation(d.cal, "cal"))
+    layers = {"id": layer_shares(det, id_rep, cfg.alpha, tests)}
     alpha_curves = {"id": rejection_curve(det.p_value(id_rep))}
     aurocs = {}
     id_score = det.score(s.representation(id_eval, "id"))
     for name, group, images in sets:
         rep = s.representation(images, name)
-        layers[name] = {**layer_shares(det, rep, cfg.alpha), "group": group}
+        layers[name] = {**layer_shares(det, rep, cfg.alpha, tests), "group": group}
         alpha_curves[name] = rejection_curve(det.p_value(rep))
         aurocs[name] = metrics.auroc(id_score, det.score(rep))
 
