@@ -64,7 +64,7 @@ def _layers_finding(res) -> str:
     parts = [f"{n}: {L[best[n]]} {_pct(v['alone_rate'][best[n]])} vs {_pct(v['rejection_rate'])} with all"
              for n, v in sets.items()]
     lost = {(n, L[i]): v["lost_without"][i] for n, v in sets.items() for i in range(len(L))}
-    (ln, ll), lv = max(lost.items(), key=lambda kv: kv[1]), max(lost.values())
+    (ln, ll), lv = max(lost.items(), key=lambda kv: kv[1])
     tied = [n for n, v in sets.items() if v["all_tied_share"] >= 0.5]
     s = (f"Used alone (recalibrated), {L[lead]} is the most powerful layer on {counts[lead]} of {len(sets)} OOD sets "
          f"with >= {MIN_REJECTED} rejections (best single layer vs all layers: " + "; ".join(parts) + "). ")
