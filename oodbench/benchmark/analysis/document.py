@@ -59,15 +59,19 @@ def _layers_finding(res) -> str:
     if not sets:
         return f"No OOD set has {MIN_REJECTED} or more rejections at alpha; the layer shares are not interpreted."
     best = {n: int(np.argmax(v["alone_rate"])) for n, v in sets.items()}
-    counts = {i: sum(b == i for b in best.values()) for i in range(len(L))}
-    lead = max(counts, key=counts.get)
-    parts = [f"{n}: {L[best[n]]} {_pct(v['alone_rate'][best[n]])} vs {_pct(v['rejection_rate'])} with all"
-             for n, v in sets.items()]
+    by_layer = {L[i]: [n for n in sets if best[n] == i] for i in range(len(L))}
+    s = (f"Used alone (its own Fisher statistic, recalibrated), the most powerful layer over the {len(sets)} OOD sets "
+         f"with >= {MIN_REJECTED} rejections is " + "; ".join(f"{lay} on {len(ns)} ({', '.join(ns)})"
+                                                             for lay, ns in by_layer.items() if ns) + ". ")
+    diluted = [(n, L[best[n]], v["alone_rate"][best[n]], v["rejection_rate"]) for n, v in sets.items()
+               if v["alone_rate"][best[n]] > v["rejection_rate"] + 0.02]
+    if diluted:
+        s += ("A single layer alone rejects more than all layers combined on " + "; ".join(
+            f"{n} ({lay} {_pct(a)} vs {_pct(r)})" for n, lay, a, r in diluted)
+              + ": the Fisher sum dilutes a signal carried by one layer. ")
     lost = {(n, L[i]): v["lost_without"][i] for n, v in sets.items() for i in range(len(L))}
     (ln, ll), lv = max(lost.items(), key=lambda kv: kv[1])
     tied = [n for n, v in sets.items() if v["all_tied_share"] >= 0.5]
-    s = (f"Used alone (recalibrated), {L[lead]} is the most powerful layer on {counts[lead]} of {len(sets)} OOD sets "
-         f"with >= {MIN_REJECTED} rejections (best single layer vs all layers: " + "; ".join(parts) + "). ")
     s += (f"Leaving one layer out loses at most {_pct(lv)} of a set's rejections ({ll} on {ln}), so "
           + ("no single layer is indispensable. " if lv < 0.1 else "some rejections need that layer. "))
     if tied:
@@ -158,13 +162,15 @@ def _cost_finding(res) -> str:
     a, b = rows[0], rows[-1]
     g = lambda r, k: r["summary"][k]["mean"]  # noqa: E731
     C = len(res["reference_size"]["fit_per_class"])
+    d = sum(res.get("channels", {}).values())
+    raw = f", {per * 1024 / (4 * d):.0f} times the {d} float32 channel statistics it is built from" if d else ""
     per = (g(b, "model_mib") - g(a, "model_mib")) * 1024 / max(1e-9, (b["effective_mean"] - a["effective_mean"]) * C)
     return (f"From {a['effective_mean']:.0f} to {b['effective_mean']:.0f} reference samples per class, the fit time "
             f"goes from {g(a, 'fit_s'):.2f} s to {g(b, 'fit_s'):.2f} s (it includes scoring the whole cal split), "
             f"scoring from {g(a, 'score_ms_per_1000') / 1000:.2f} s to {g(b, 'score_ms_per_1000') / 1000:.2f} s per "
             f"1,000 inputs, the fitted reference from {g(a, 'model_mib'):.1f} to {g(b, 'model_mib'):.1f} MiB "
-            f"(≈ {per:.0f} KiB per reference sample) and the peak memory of the fit from {g(a, 'peak_fit_mib'):.0f} "
-            f"to {g(b, 'peak_fit_mib'):.0f} MiB.")
+            f"(≈ {per:.0f} KiB per reference sample{raw}) and the peak memory of the fit from "
+            f"{g(a, 'peak_fit_mib'):.0f} to {g(b, 'peak_fit_mib'):.0f} MiB.")
 
 
 FINDINGS = {"calibration": _calibration_finding, "layers": _layers_finding, "reference_size": _reference_finding,

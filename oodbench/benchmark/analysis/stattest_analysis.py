@@ -268,6 +268,7 @@ def analyse(cfg: Config, session=None, cache=None, data_dir=None, progress=None)
                        "id": len(id_eval)}},
         "groups": {n: g for n, g, _ in sets},
         "layers_order": list(det.tap_layers),
+        "channels": dict(zip(det.tap_layers, (int(w) for w in det.core_.widths))),
         "calibration": calib,
         "layers": layers,
         "alpha_curves": {"alphas": list(ALPHAS), "rates": alpha_curves},
