@@ -163,8 +163,11 @@ def _cost_finding(res) -> str:
     g = lambda r, k: r["summary"][k]["mean"]  # noqa: E731
     C = len(res["reference_size"]["fit_per_class"])
     d = sum(res.get("channels", {}).values())
+    if b["effective_mean"] > a["effective_mean"]:  # slope: KiB per added reference sample
+        per = (g(b, "model_mib") - g(a, "model_mib")) * 1024 / ((b["effective_mean"] - a["effective_mean"]) * C)
+    else:
+        per = g(b, "model_mib") * 1024 / max(1e-9, b["effective_mean"] * C)
     raw = f", {per * 1024 / (4 * d):.0f} times the {d} float32 channel statistics it is built from" if d else ""
-    per = (g(b, "model_mib") - g(a, "model_mib")) * 1024 / max(1e-9, (b["effective_mean"] - a["effective_mean"]) * C)
     return (f"From {a['effective_mean']:.0f} to {b['effective_mean']:.0f} reference samples per class, the fit time "
             f"goes from {g(a, 'fit_s'):.2f} s to {g(b, 'fit_s'):.2f} s (it includes scoring the whole cal split), "
             f"scoring from {g(a, 'score_ms_per_1000') / 1000:.2f} s to {g(b, 'score_ms_per_1000') / 1000:.2f} s per "
