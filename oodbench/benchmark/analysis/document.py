@@ -239,7 +239,7 @@ def _reference_md(res) -> list:
     return [f"The detector refitted on n reference (fit) samples per class, seeded repeats (mean ± sd); the cal "
             f"split stays whole. The fit split holds {min(c)}–{max(c)} samples per class, so larger sizes are capped "
             "at each class's count; a size at or above every class's count is the whole split (one run: it is "
-            f"deterministic). AUROC against the ID test subsample; false alarms at alpha = {ref['alpha']}.",
+            f"deterministic). AUROC against the scored ID test images; false alarms at alpha = {ref['alpha']}.",
             ""] + _table(
         ["requested n", "used per class: mean (min–max)", "capped", "repeats", "mean AUROC"] + ref["sets"]
         + ["ID false alarms"], rows)
@@ -254,11 +254,11 @@ def _severity_md(res) -> list:
         for r in rs:
             rows.append([n, r["severity"], _pct(r["rejection"]), _pct(r["rejection_right"]), _pct(r["rejection_wrong"]),
                          _f(r["auroc"]), _pct(r["accuracy"]), _pct(r["accepted_accuracy"])])
-    return [f"The ID test subsample ({sev['n']} images) corrupted by every shift of data/shifts.py at severities "
+    return [f"The ID test images scored in this section ({sev['n']}) corrupted by every shift of data/shifts.py at severities "
             f"{', '.join(map(str, sevs))}; rejection at alpha = {sev['alpha']} (overall, among right and among wrong "
             "predictions), AUROC against the clean images, the classifier's accuracy and the accuracy of the "
             "accepted predictions.", ""] + _table(
-        ["shift", "severity", "rejected", "rejected | right", "rejected | wrong", "AUROC", "accuracy",
+        ["shift", "severity", "rejected", "rejected if right", "rejected if wrong", "AUROC", "accuracy",
          "accuracy accepted"], rows)
 
 
@@ -269,7 +269,7 @@ def _alpha_md(res) -> list:
     idx = [min(range(len(a)), key=lambda i: abs(a[i] - x)) for x in cols]
     rows = [[("ID test" if n == "id" else n), res["groups"].get(n, "id")] + [_pct(v[i]) for i in idx]
             for n, v in ac["rates"].items()]
-    return ["Rejection rate (p <= alpha) on the whole ID test set and on every OOD set's subsample; the full curves "
+    return ["Rejection rate (p <= alpha) on the whole ID test set and on every OOD set as scored (see the header); the full curves "
             "are in the JSON and the figure.", ""] + _table(["set", "group"] + [f"alpha = {x:g}" for x in cols], rows)
 
 
@@ -305,7 +305,8 @@ def markdown(res: dict, command: str, figure_names: dict) -> str:
            f"alpha = {res['config']['alpha']}.  ",
            f"Splits: fit {sum(sp['fit_per_class'])} ({min(sp['fit_per_class'])}–{max(sp['fit_per_class'])} per "
            f"class), cal {sum(sp['cal_per_class'])}, ID test {sp['id_test']}; the layer, alpha and sweep sections "
-           f"score seeded subsamples of at most {res['config']['max_eval']} images per set.", ""]
+           + (f"score seeded subsamples of at most {res['config']['max_eval']} images per set."
+              if res["config"]["max_eval"] else "score every image of every set."), ""]
     for key, title, fn in SECTIONS:
         out += [f"## {title}", "", f"**What it shows.** {fd[key]}", ""] + fn(res) + [""]
         if key in figure_names:
