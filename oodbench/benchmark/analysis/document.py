@@ -269,8 +269,8 @@ def _alpha_md(res) -> list:
     idx = [min(range(len(a)), key=lambda i: abs(a[i] - x)) for x in cols]
     rows = [[("ID test" if n == "id" else n), res["groups"].get(n, "id")] + [_pct(v[i]) for i in idx]
             for n, v in ac["rates"].items()]
-    return ["Rejection rate (p <= alpha) on the whole ID test set and on every OOD set as scored (see the header); the full curves "
-            "are in the JSON and the figure.", ""] + _table(["set", "group"] + [f"alpha = {x:g}" for x in cols], rows)
+    return ["Rejection rate (p <= alpha) on the whole ID test set and on every OOD set as scored (see the header); "
+            "the full curves are in the JSON and the figure.", ""] + _table(["set", "group"] + [f"alpha = {x:g}" for x in cols], rows)
 
 
 def _cost_md(res) -> list:
