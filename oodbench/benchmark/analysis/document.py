@@ -254,8 +254,8 @@ def _severity_md(res) -> list:
         for r in rs:
             rows.append([n, r["severity"], _pct(r["rejection"]), _pct(r["rejection_right"]), _pct(r["rejection_wrong"]),
                          _f(r["auroc"]), _pct(r["accuracy"]), _pct(r["accepted_accuracy"])])
-    return [f"The ID test images scored in this section ({sev['n']}) corrupted by every shift of data/shifts.py at severities "
-            f"{', '.join(map(str, sevs))}; rejection at alpha = {sev['alpha']} (overall, among right and among wrong "
+    return [f"The ID test images scored in this section ({sev['n']}) corrupted by every shift of data/shifts.py at "
+            f"severities {', '.join(map(str, sevs))}; rejection at alpha = {sev['alpha']} (overall, among right and among wrong "
             "predictions), AUROC against the clean images, the classifier's accuracy and the accuracy of the "
             "accepted predictions.", ""] + _table(
         ["shift", "severity", "rejected", "rejected if right", "rejected if wrong", "AUROC", "accuracy",
@@ -270,7 +270,8 @@ def _alpha_md(res) -> list:
     rows = [[("ID test" if n == "id" else n), res["groups"].get(n, "id")] + [_pct(v[i]) for i in idx]
             for n, v in ac["rates"].items()]
     return ["Rejection rate (p <= alpha) on the whole ID test set and on every OOD set as scored (see the header); "
-            "the full curves are in the JSON and the figure.", ""] + _table(["set", "group"] + [f"alpha = {x:g}" for x in cols], rows)
+            "the full curves are in the JSON and the figure.", ""] + _table(
+        ["set", "group"] + [f"alpha = {x:g}" for x in cols], rows)
 
 
 def _cost_md(res) -> list:
