@@ -255,8 +255,8 @@ def _severity_md(res) -> list:
             rows.append([n, r["severity"], _pct(r["rejection"]), _pct(r["rejection_right"]), _pct(r["rejection_wrong"]),
                          _f(r["auroc"]), _pct(r["accuracy"]), _pct(r["accepted_accuracy"])])
     return [f"The ID test images scored in this section ({sev['n']}) corrupted by every shift of data/shifts.py at "
-            f"severities {', '.join(map(str, sevs))}; rejection at alpha = {sev['alpha']} (overall, among right and among wrong "
-            "predictions), AUROC against the clean images, the classifier's accuracy and the accuracy of the "
+            f"severities {', '.join(map(str, sevs))}; rejection at alpha = {sev['alpha']} (overall, among right and "
+            "among wrong predictions), AUROC against the clean images, the classifier's accuracy and the accuracy of the "
             "accepted predictions.", ""] + _table(
         ["shift", "severity", "rejected", "rejected if right", "rejected if wrong", "AUROC", "accuracy",
          "accuracy accepted"], rows)
