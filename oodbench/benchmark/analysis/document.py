@@ -256,8 +256,8 @@ def _severity_md(res) -> list:
                          _f(r["auroc"]), _pct(r["accuracy"]), _pct(r["accepted_accuracy"])])
     return [f"The ID test images scored in this section ({sev['n']}) corrupted by every shift of data/shifts.py at "
             f"severities {', '.join(map(str, sevs))}; rejection at alpha = {sev['alpha']} (overall, among right and "
-            "among wrong predictions), AUROC against the clean images, the classifier's accuracy and the accuracy of the "
-            "accepted predictions.", ""] + _table(
+            "among wrong predictions), AUROC against the clean images, the classifier's accuracy and the accuracy "
+            "of the accepted predictions.", ""] + _table(
         ["shift", "severity", "rejected", "rejected if right", "rejected if wrong", "AUROC", "accuracy",
          "accuracy accepted"], rows)
 
