@@ -29,6 +29,15 @@ def test_outputs_and_findings(analysed):
     for title in ("Calibration", "Which layers decide", "reference size", "shift severity", "against alpha", "Cost"):
         assert title in md
     assert md.count("**What it shows.**") == 6
+    # the recorded command reruns the analysis: the CLI parses it
+    import shlex
+
+    from oodbench.benchmark.cli import build_parser
+
+    argv = shlex.split(res["command"])
+    argv = argv[argv.index("oodbench") + 1:]
+    a = build_parser().parse_args(argv)
+    assert (a.suite, a.ref_sizes, a.repeats, a.max_eval) == ("mnist-smoke", list(SIZES), 2, 100)
     for key in ("calibration", "layers", "reference_size", "severity", "alpha", "cost"):
         png = out / f"stattest_{key}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", key
