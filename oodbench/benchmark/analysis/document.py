@@ -238,8 +238,9 @@ def _reference_md(res) -> list:
     c = ref["fit_per_class"]
     return [f"The detector refitted on n reference (fit) samples per class, seeded repeats (mean ± sd); the cal "
             f"split stays whole. The fit split holds {min(c)}–{max(c)} samples per class, so larger sizes are capped "
-            "at each class's count; a size at or above every class's count is the whole split (one run: it is "
-            f"deterministic). AUROC against the scored ID test images; false alarms at alpha = {ref['alpha']}.",
+            "at each class's count; a size at or above every class's count is the whole split (deterministic: its "
+            f"repeats differ only in the time measurements). AUROC against the scored ID test images; false alarms "
+            f"at alpha = {ref['alpha']}.",
             ""] + _table(
         ["requested n", "used per class: mean (min–max)", "capped", "repeats", "mean AUROC"] + ref["sets"]
         + ["ID false alarms"], rows)
