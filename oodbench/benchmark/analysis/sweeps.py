@@ -6,8 +6,8 @@
   the split cannot hold for some class is capped at what that class has; a size at or above every
   class's count is the whole split (deterministic: its repeats differ only in the time measurements).
   Per run: AUROC on every near/far OOD set, false-alarm rate at alpha on the ID test subsample, fit
-  time, scoring time per 1,000 inputs, the fitted reference's size (``det.core_.nbytes``) and the peak memory traced during the
-  fit (``tracemalloc``, which sees numpy's allocations).
+  time, scoring time per 1,000 inputs, the fitted reference's size (``det.core_.nbytes``) and the
+  peak memory traced during the fit (``tracemalloc``, which sees numpy's allocations).
 * :func:`severity_sweep`: the detector fitted on the whole split, scored on the ID test subsample
   corrupted by every shift of :mod:`oodbench.benchmark.data.shifts` at each severity (the suite's
   split seed, as the suite's own covariate sets): rejection rate at alpha (overall and split by
