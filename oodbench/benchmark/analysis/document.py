@@ -121,12 +121,19 @@ def _severity_finding(res) -> str:
     s = (f"At the highest severity the rejection rate at alpha = {a} ranges from {_pct(last[lo]['rejection'])} "
          f"({lo}) to {_pct(last[hi]['rejection'])} ({hi}), against {_pct(sev['severity_0']['rejection'])} on clean "
          f"images; it rises (non-decreasing within 1 point) with severity for {len(mono)} of {len(sh)} shifts. ")
-    pairs = [(n, r["rejection_wrong"], r["rejection_right"]) for n, r in last.items()
+    pairs = [(r["rejection_wrong"], r["rejection_right"]) for rows in sh.values() for r in rows
              if r["rejection_wrong"] is not None and r["rejection_right"] is not None]
     if pairs:
-        more = [n for n, w, r in pairs if w > r]
-        s += (f"Wrong predictions are rejected more often than right ones for {len(more)} of {len(pairs)} shifts at "
-              f"the highest severity. ")
+        more, same = sum(w > r for w, r in pairs), sum(w == r for w, r in pairs)
+        s += (f"Wrong predictions are rejected more often than right ones in {more} of {len(pairs)} shift × severity "
+              f"cells (as often in {same}). ")
+    acc0 = sev["severity_0"]["accuracy"]
+    benign = [(n, r) for n, rows in sh.items() for r in rows if r["accuracy"] >= acc0 - 0.01]
+    if benign:
+        n, r = max(benign, key=lambda nr: nr[1]["rejection"])
+        if r["rejection"] > 2 * a:
+            s += (f"Shifts that leave the accuracy within 1 point of clean are still rejected: {n} at severity "
+                  f"{r['severity']} rejects {_pct(r['rejection'])} of inputs at {_pct(r['accuracy'])} accuracy. ")
     drops = {n: sev["severity_0"]["accuracy"] - last[n]["accuracy"] for n in last}
     worst = max(drops, key=drops.get)
     s += (f"The largest accuracy drop is {worst} ({_pct(sev['severity_0']['accuracy'])} → "
