@@ -8,6 +8,7 @@
     oodbench ease                            # ease-of-use and code-quality measurements
     oodbench download mnist --data-dir DIR   # needs the network
     oodbench setup openood --source URL      # OpenOOD's own environment (its detectors then run in it)
+    oodbench analyse stattest --suite mnist  # the lab detector's calibration, layers, power, cost
 
 A bad argument or a failure is one line on stderr (``oodbench run: error: ...``; exit status 2 for bad
 arguments, 1 for other errors, 130 after Ctrl-C), never a traceback; ``--debug`` shows the traceback.
@@ -18,9 +19,9 @@ import argparse
 import os
 import sys
 
-from oodbench.benchmark.cli import check, download, ease, listing, report, run, setup
+from oodbench.benchmark.cli import analyse, check, download, ease, listing, report, run, setup
 
-COMMANDS = (run, listing, download, report, check, ease, setup)
+COMMANDS = (run, listing, download, report, check, ease, setup, analyse)
 
 
 class Parser(argparse.ArgumentParser):
