@@ -154,6 +154,8 @@ class NoveltyDetector:
     # -- one window --------------------------------------------------------------------------------
     def process(self, features, pvalues) -> WindowResult:
         """Flag, assign, cluster, test and declare on one window (``features`` (n, d), ``pvalues`` (n,))."""
+        if not hasattr(self, "components_"):
+            raise RuntimeError("NoveltyDetector: call fit() before use")
         features = np.asarray(features)
         pvalues = np.asarray(pvalues, np.float64)
         if len(features) != len(pvalues):
@@ -224,8 +226,9 @@ class NoveltyDetector:
         mu = zs.mean(0)
         order = sorted(refs, key=lambda c: np.linalg.norm(refs[c].mean(0) - mu))
         per = {}
+        n_perm = max(self.n_perm, int(np.ceil(1 / level)) - 1)  # so that ``level`` is attainable
         for i, c in enumerate(order):
-            _, p = permtests.energy_test(zs, refs[c], self.n_perm, seed=[*seed, i], stop_above=level)
+            _, p = permtests.energy_test(zs, refs[c], n_perm, seed=[*seed, i], stop_above=level)
             per[c] = p
             if p > level:
                 break
