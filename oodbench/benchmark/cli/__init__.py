@@ -14,9 +14,9 @@ import argparse
 import os
 import sys
 
-from oodbench.benchmark.cli import check, download, ease, listing, report, run
+from oodbench.benchmark.cli import check, download, ease, listing, novelty, report, run
 
-COMMANDS = (run, listing, download, report, check, ease)
+COMMANDS = (run, listing, download, report, check, ease, novelty)
 
 
 def build_parser() -> argparse.ArgumentParser:
