@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
     r.add_argument("--detectors", nargs="+", default=None,
                    help="p-value sources (default: stattest pytorch_ood.energy pytorch_ood.knn)")
     r.add_argument("--device", default="cpu")
+    r.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: half the cores)")
     r.add_argument("--data-dir", default=None)
     r.add_argument("--cache-dir", default=None)
     r.add_argument("--out", default=None, help="output folder (default results/<suite>)")
@@ -30,12 +31,14 @@ def add_parser(sub) -> None:
 
 
 def run(a):
+    from oodbench.benchmark import config
     from oodbench.benchmark.evaluation.novelty_protocol import ProtocolOptions, evaluate
     from oodbench.benchmark.reporting.novelty import write
 
     o = ProtocolOptions(window=a.window, q=a.q, alpha=a.alpha, min_size=a.min_size, cluster=a.cluster,
                         stream_seeds=a.stream_seeds, n_before=a.before, n_after=a.after, junk_frac=a.junk_frac,
                         novel_frac=a.novel_frac)
+    config.set_threads(a.threads)
     if a.detectors:
         o.detectors = tuple(a.detectors)
     r = evaluate(a.suite, o, cache=a.cache_dir, data_dir=a.data_dir, device=a.device, progress=not a.quiet)
