@@ -127,3 +127,34 @@ def test_invalid_settings_are_refused(world):
         NoveltyDetector().process(np.zeros((3, 4)), np.ones(3))
     with pytest.raises(ValueError, match="p-values"):
         _detector(world).process(np.zeros((3, D)), np.ones(2))
+
+
+def test_protocol_stream_and_metrics_on_a_synthetic_pool(world):
+    """The protocol's stream, pipeline and metrics on a pool where held-out class 7 is the new cluster."""
+    from oodbench.benchmark.evaluation import novelty_protocol as npr
+    from oodbench.benchmark.evaluation import novelty_stream as ns
+
+    r = np.random.default_rng(5)
+    idf, _ = _id(r, 600)
+    junk = r.uniform(-1.5, 1.5, (400, D))
+    new = MEANS[K] + r.normal(scale=0.2, size=(300, D))
+    parts = [("id", ns.ID, np.zeros(600), idf, {"s": _pv(world, idf)}),
+             ("junk-a", ns.JUNK, np.zeros(200), junk[:200], {"s": _pv(world, junk[:200])}),
+             ("junk-b", ns.JUNK, np.zeros(200), junk[200:], {"s": _pv(world, junk[200:])}),
+             ("held-7", None, np.full(300, 7), new, {"s": _pv(world, new)})]
+    pool = ns.build_pool(parts)
+    o = npr.ProtocolOptions(window=200, n_before=10, n_after=3, junk_frac=0.25, novel_frac=0.15, n_components=16)
+    stream = ns.make_stream(pool, 0, o.window, o.n_before, o.n_after, o.junk_frac, o.novel_frac)
+    assert len(stream) == 13 and all(len(w) == 200 for w in stream)
+    assert all(np.sum(pool.truth[w] >= 0) == 0 for w in stream[:10])
+    assert all(np.sum(pool.truth[w] == 7) == 30 for w in stream[10:])
+    assert np.array_equal(stream[3], ns.make_stream(pool, 0, 200, 10, 3, 0.25, 0.15)[3])
+    f_ref, y_ref = _id(np.random.default_rng(6), 1000)
+    ref = {"features": f_ref, "labels": y_ref}
+    run = npr.run_pipeline(pool, ref, stream, "s", o, seed=0)
+    m = npr.pipeline_metrics(run, pool, stream, o)
+    assert m["detected_7"] and m["delay_7"] == 30 and m["detection_rate"] == 1.0
+    assert m["false_declarations"] == 0 and m["classes_found"] == 1
+    assert m["purity"] >= 0.9 and m["coverage"] >= 0.8 and m["ari"] is not None  # ARI is 0 with one class
+    alarm = npr.alarm_metrics(npr.run_alarm(pool, stream, "s", o), pool, stream, o)
+    assert alarm["false_per_1000_junk_windows"] == 1000.0  # junk alone trips the naive alarm
