@@ -158,3 +158,20 @@ def test_protocol_stream_and_metrics_on_a_synthetic_pool(world):
     assert m["purity"] >= 0.9 and m["coverage"] >= 0.8 and m["ari"] is not None  # ARI is 0 with one class
     alarm = npr.alarm_metrics(npr.run_alarm(pool, stream, "s", o), pool, stream, o)
     assert alarm["false_per_1000_junk_windows"] == 1000.0  # junk alone trips the naive alarm
+
+
+def test_memory_pools_flagged_inputs_across_windows(world):
+    """12 new-class inputs per window never make a cluster of 20 alone; with memory 2 they do."""
+    got = {}
+    for memory in (1, 2):
+        det = _detector(world, memory=memory)
+        declared, truth_all = [], []
+        for w in range(3):
+            f, truth = _window(np.random.default_rng(30 + w), 150, 40, 12)
+            truth_all.append(truth)
+            declared += det.process(f, _pv(world, f)).declared
+        got[memory] = declared
+    assert got[1] == []
+    (c,) = got[2]
+    truth = np.concatenate(truth_all)
+    assert np.mean(truth[c.members] == NEW) >= 0.9 and c.members.min() < 202 <= c.members.max()

@@ -6,16 +6,18 @@ any per-input p-values: StatTest, VAE, or conformal p-values of any score via :f
 
 1. **flag**: Benjamini–Hochberg at level ``q`` over the window's p-values (FDR of the flagged set <= q);
    flagged inputs near a prototype of an already declared new class are assigned to it (open-world
-   loop) and leave the discovery step;
+   loop) and leave the discovery step; the others join a buffer holding the last ``memory`` windows'
+   flagged, unassigned inputs, which is the set clustered next;
 2. **embed**: L2-normalised features projected on a PCA fitted on the ID reference features;
 3. **cluster** the remaining flagged inputs: HDBSCAN (``min_cluster_size = min_size``) or a GMM with
    the number of components chosen by BIC; clusters smaller than ``min_size`` are dropped;
 4. **test** each cluster S against two nulls:
 
-   * *chance grouping* (null 1): the cohesion ``T(S) = max_{i in S}`` (mean cosine similarity of i to
+   * *chance grouping* (null 1): the cohesion ``T(S) = median_{i in S}`` (mean cosine similarity of i to
      its ``min_size - 1`` nearest flagged neighbours) is compared with the permutation distribution of
      the **maximum** of the same statistic over the whole flagged set after each of its principal axes
-     has been permuted independently (:func:`.permtests.cohesion_null`). The max-T comparison accounts
+     has been permuted independently (:func:`.permtests.cohesion_null`); a median is at most that
+     maximum, so the comparison is conservative. The max-T comparison accounts
      for the cluster having been chosen by clustering the same points, and covers every cluster of the
      window at once: ``P(any junk cluster rejects) <= alpha``.
    * *shifted known class* (null 2): energy-distance permutation test of S against each ID class's
@@ -57,7 +59,7 @@ class NovelClass:
 
     id: int
     window: int
-    members: np.ndarray  # indices in the window where it was declared
+    members: np.ndarray  # ids of the members (see :meth:`NoveltyDetector.process`)
     prototype: np.ndarray  # mean embedding of the members
     radius: float  # conformal assignment radius (Euclidean, embedding space)
     p_cohesion: float
@@ -78,7 +80,7 @@ class WindowResult:
 
     flagged: np.ndarray  # bool (n,)
     assigned: np.ndarray  # int (n,): id of a declared new class, or -1
-    clusters: np.ndarray  # int (n,): cluster label of flagged, unassigned inputs, -1 otherwise
+    clusters: np.ndarray  # int (n,): cluster label of this window's flagged, unassigned inputs, else -1
     candidates: list  # dict per cluster of size >= min_size: size, cohesion, p-values, declared
     declared: list  # NovelClass declared in this window
 
@@ -90,12 +92,13 @@ class NoveltyDetector:
     smallest declared class (also HDBSCAN's ``min_cluster_size`` and ``k + 1`` of the cohesion);
     ``n_components``: PCA dimensions; ``cluster``: ``"hdbscan"`` or ``"gmm"``; ``n_perm``: permutations
     per test (at least ``1/alpha - 1`` so that ``alpha`` is attainable); ``n_ref_per_class``: reference
-    points per known class in the two-sample test; ``assign_level``: miss rate of the assignment radius.
+    points per known class in the two-sample test; ``assign_level``: miss rate of the assignment radius;
+    ``memory``: windows whose flagged, unassigned inputs are clustered together (1 = this window only).
     """
 
     def __init__(self, q: float = 0.1, alpha: float = 0.001, min_size: int = 20, n_components: int = 32,
                  cluster: str = "hdbscan", n_perm: int = 999, n_ref_per_class: int = 200,
-                 assign_level: float = 0.05, max_gmm_components: int = 6, seed: int = 0):
+                 assign_level: float = 0.05, max_gmm_components: int = 6, memory: int = 1, seed: int = 0):
         if cluster not in CLUSTERINGS:
             raise ValueError(f"cluster must be one of {CLUSTERINGS}, got {cluster!r}")
         if not 0 < alpha < 1 or not 0 < q < 1:
@@ -107,8 +110,13 @@ class NoveltyDetector:
         self.q, self.alpha, self.min_size, self.n_components = q, alpha, min_size, n_components
         self.cluster, self.n_perm, self.n_ref_per_class = cluster, n_perm, n_ref_per_class
         self.assign_level, self.max_gmm_components, self.seed = assign_level, max_gmm_components, seed
+        self.memory = memory
+        self._reset()
+
+    def _reset(self) -> None:
         self.classes: list[NovelClass] = []
-        self._window = 0
+        self._window = self._seen = 0
+        self._buffer: list = []  # (window, ids, embeddings) of flagged, unassigned, undeclared inputs
 
     # -- fitting and embedding ---------------------------------------------------------------------
     def fit(self, ref_features, ref_labels) -> "NoveltyDetector":
@@ -129,7 +137,7 @@ class NoveltyDetector:
             if len(idx) > self.n_ref_per_class:
                 idx = rng.choice(idx, self.n_ref_per_class, replace=False)
             self.ref_[int(c)] = z[idx]
-        self.classes, self._window = [], 0
+        self._reset()
         return self
 
     def embed(self, features) -> np.ndarray:
@@ -152,8 +160,13 @@ class NoveltyDetector:
         return out
 
     # -- one window --------------------------------------------------------------------------------
-    def process(self, features, pvalues) -> WindowResult:
-        """Flag, assign, cluster, test and declare on one window (``features`` (n, d), ``pvalues`` (n,))."""
+    def process(self, features, pvalues, ids=None) -> WindowResult:
+        """Flag, assign, cluster, test and declare on one window (``features`` (n, d), ``pvalues`` (n,)).
+
+        ``ids``: identifiers of the inputs (default: a running count over all windows processed); a
+        declared class's ``members`` are ids, and may include flagged inputs of the previous
+        ``memory - 1`` windows that were left unassigned.
+        """
         if not hasattr(self, "components_"):
             raise RuntimeError("NoveltyDetector: call fit() before use")
         features = np.asarray(features)
@@ -161,29 +174,35 @@ class NoveltyDetector:
         if len(features) != len(pvalues):
             raise ValueError(f"{len(features)} feature rows but {len(pvalues)} p-values")
         n = len(pvalues)
+        ids = np.arange(self._seen, self._seen + n) if ids is None else np.asarray(ids)
+        self._seen += n
         w = self._window
         self._window += 1
         flagged, _ = benjamini_hochberg(pvalues, self.q)
         assigned = np.full(n, -1, np.int64)
         clusters = np.full(n, -1, np.int64)
-        if not flagged.any():
-            return WindowResult(flagged, assigned, clusters, [], [])
         fidx = np.flatnonzero(flagged)
-        z_all = self.embed(features[fidx])
+        z_all = self.embed(features[fidx]) if len(fidx) else np.zeros((0, len(self.components_)))
         assigned[fidx] = self.assign(embedded=z_all)
         free = assigned[fidx] < 0
-        pool, z = fidx[free], z_all[free]
+        # the discovery pool: this window's free flagged inputs and the buffer of earlier windows
+        self._buffer = [b for b in self._buffer if b[0] > w - self.memory] + [(w, ids[fidx[free]], z_all[free])]
+        pool = np.concatenate([b[1] for b in self._buffer])
+        z = np.concatenate([b[2] for b in self._buffer])
+        here = {int(i): j for j, i in enumerate(ids)}
         if len(pool) < max(self.min_size, 3):
             return WindowResult(flagged, assigned, clusters, [], [])
         labels = self._cluster(z)
-        clusters[pool] = labels
+        for i, lab in zip(pool, labels):
+            if int(i) in here:
+                clusters[here[int(i)]] = lab
         cands = [c for c in np.unique(labels) if c >= 0 and np.sum(labels == c) >= self.min_size]
         results, declared = [], []
         if not cands:
             return WindowResult(flagged, assigned, clusters, [], [])
         k = self.min_size - 1
         coh = permtests.local_cohesion(z, k)
-        obs = {c: float(coh[labels == c].max()) for c in cands}
+        obs = {c: float(np.median(coh[labels == c])) for c in cands}
         null = permtests.cohesion_null(z, k, self.n_perm, seed=[self.seed, w, 1], stop_above=self.alpha,
                                        observed=max(obs.values()))
         level2 = self.alpha / len(cands)
@@ -198,6 +217,10 @@ class NoveltyDetector:
                     declared.append(self._declare(pool[members], z[members], w, p1, res))
                     res["declared"] = True
             results.append(res)
+        if declared:  # declared members, and buffered inputs now within a prototype, leave the buffer
+            self._buffer = [(bw, bi[keep], bz[keep]) for bw, bi, bz in self._buffer
+                            for keep in [~np.isin(bi, np.concatenate([c.members for c in declared]))
+                                         & (self.assign(embedded=bz) < 0)]]
         return WindowResult(flagged, assigned, clusters, results, declared)
 
     def _cluster(self, z: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     r.add_argument("--alpha", type=float, default=0.001, help="per-window level of a false declaration")
     r.add_argument("--min-size", type=int, default=20, help="smallest declared class (default 20)")
     r.add_argument("--cluster", choices=["hdbscan", "gmm"], default="hdbscan")
+    r.add_argument("--memory", type=int, default=1, help="windows of flagged inputs clustered together (default 1)")
     r.add_argument("--stream-seeds", type=int, default=5, help="number of stream seeds (default 5)")
     r.add_argument("--before", type=int, default=200, help="junk-only windows before the arrival (default 200)")
     r.add_argument("--after", type=int, default=20, help="windows after the arrival (default 20)")
@@ -35,7 +36,7 @@ def run(a):
     from oodbench.benchmark.evaluation.novelty_protocol import ProtocolOptions, evaluate
     from oodbench.benchmark.reporting.novelty import write
 
-    o = ProtocolOptions(window=a.window, q=a.q, alpha=a.alpha, min_size=a.min_size, cluster=a.cluster,
+    o = ProtocolOptions(window=a.window, q=a.q, alpha=a.alpha, min_size=a.min_size, cluster=a.cluster, memory=a.memory,
                         stream_seeds=a.stream_seeds, n_before=a.before, n_after=a.after, junk_frac=a.junk_frac,
                         novel_frac=a.novel_frac)
     config.set_threads(a.threads)

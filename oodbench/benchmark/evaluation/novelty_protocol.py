@@ -42,6 +42,7 @@ class ProtocolOptions:
     min_size: int = 20
     n_components: int = 32
     cluster: str = "hdbscan"
+    memory: int = 1
     stream_seeds: int = 5
     n_before: int = 200
     n_after: int = 20
@@ -84,27 +85,37 @@ def score_pool(session, detectors) -> tuple[ns.Pool, dict]:
 def run_pipeline(pool: ns.Pool, ref: dict, stream: list, method: str, o: ProtocolOptions, seed: int) -> dict:
     """Feed one stream to a fresh novelty detector on ``method``'s p-values; per-window records."""
     det = NoveltyDetector(q=o.q, alpha=o.alpha, min_size=o.min_size, n_components=o.n_components,
-                          cluster=o.cluster, seed=seed).fit(ref["features"], ref["labels"])
+                          cluster=o.cluster, memory=o.memory, seed=seed).fit(ref["features"], ref["labels"])
     windows, classes = [], []
-    pred = {}  # pool position in the stream (window, slot) -> declared class id
+    pred = {}  # stream position (window * size + slot) -> declared class id
+    truth_all = pool.truth[np.concatenate(stream)]
+    start = 0
     for w, idx in enumerate(stream):
-        res = det.process(pool.features[idx], pool.pvalues[method][idx])
+        ids = np.arange(start, start + len(idx))
+        start += len(idx)
+        res = det.process(pool.features[idx], pool.pvalues[method][idx], ids=ids)
         truth = pool.truth[idx]
         for slot in np.flatnonzero(res.assigned >= 0):
-            pred[(w, int(slot))] = int(res.assigned[slot])
+            pred[int(ids[slot])] = int(res.assigned[slot])
         for c in res.declared:
-            for slot in c.members:
-                pred[(w, int(slot))] = c.id
-            labels, counts = np.unique(truth[c.members], return_counts=True)
+            for i in c.members:
+                pred[int(i)] = c.id
+            labels, counts = np.unique(truth_all[c.members], return_counts=True)
             classes.append({"id": c.id, "window": w, "size": c.size, "majority": int(labels[counts.argmax()]),
                             "purity_at_declaration": float(counts.max() / counts.sum()),
-                            "p_cohesion": c.p_cohesion, "p_shift": c.p_shift})
+                            "p_cohesion": c.p_cohesion, "p_shift": c.p_shift,
+                            "sources": _sources(pool, np.concatenate(stream)[c.members])})
         windows.append({"flagged": int(res.flagged.sum()),
                         "flagged_novel": int(np.sum(res.flagged & (truth >= 0))),
                         "flagged_junk": int(np.sum(res.flagged & (truth == ns.JUNK))),
                         "assigned": int(np.sum(res.assigned >= 0)), "candidates": len(res.candidates),
                         "declared": [c.id for c in res.declared]})
     return {"windows": windows, "classes": classes, "pred": pred}
+
+
+def _sources(pool: ns.Pool, idx) -> dict:
+    names, counts = np.unique(np.asarray(pool.sources)[pool.source[idx]], return_counts=True)
+    return {str(n): int(c) for n, c in zip(names, counts)}
 
 
 def run_alarm(pool: ns.Pool, stream: list, method: str, o: ProtocolOptions) -> dict:
@@ -135,13 +146,15 @@ def pipeline_metrics(run: dict, pool: ns.Pool, stream: list, o: ProtocolOptions)
     out["detection_rate"] = float(np.mean([out[f"detected_{k}"] for k in novel]))
     # purity and ARI over the windows after the arrival: held-out images and every input given a class
     y_true, y_pred = [], []
+    start = sum(len(idx) for idx in stream[:o.n_before])
     for w in range(o.n_before, len(stream)):
         truth = pool.truth[stream[w]]
         for slot, t in enumerate(truth):
-            p = run["pred"].get((w, slot), -1)
+            p = run["pred"].get(start + slot, -1)
             if t >= 0 or p >= 0:
                 y_true.append(int(t) if t >= 0 else -1)
                 y_pred.append(p)
+        start += len(truth)
     y_true, y_pred = np.array(y_true), np.array(y_pred)
     given = y_pred >= 0
     if given.any():
