@@ -98,7 +98,7 @@ class NoveltyDetector:
 
     def __init__(self, q: float = 0.1, alpha: float = 0.001, min_size: int = 20, n_components: int = 32,
                  cluster: str = "hdbscan", n_perm: int = 999, n_ref_per_class: int = 200,
-                 assign_level: float = 0.05, max_gmm_components: int = 6, memory: int = 1, seed: int = 0):
+                 assign_level: float = 0.05, max_gmm_components: int = 8, memory: int = 1, seed: int = 0):
         if cluster not in CLUSTERINGS:
             raise ValueError(f"cluster must be one of {CLUSTERINGS}, got {cluster!r}")
         if not 0 < alpha < 1 or not 0 < q < 1:
@@ -233,7 +233,8 @@ class NoveltyDetector:
 
         best, best_bic = None, np.inf
         for m in range(1, min(self.max_gmm_components, len(z) // self.min_size) + 1):
-            g = GaussianMixture(m, covariance_type="diag", random_state=self.seed, reg_covar=1e-4).fit(z)
+            g = GaussianMixture(m, covariance_type="diag", init_params="k-means++", random_state=self.seed,
+                                reg_covar=1e-4).fit(z)
             bic = g.bic(z)
             if bic < best_bic:
                 best, best_bic = g, bic

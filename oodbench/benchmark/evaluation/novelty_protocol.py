@@ -41,11 +41,11 @@ class ProtocolOptions:
     alpha: float = 0.001
     min_size: int = 20
     n_components: int = 32
-    cluster: str = "hdbscan"
-    memory: int = 1
+    cluster: str = "gmm"
+    memory: int = 5
     stream_seeds: int = 5
-    n_before: int = 200
-    n_after: int = 20
+    n_before: int = 20
+    n_after: int = 12
     junk_frac: float = 0.15
     novel_frac: float = 0.1
     alarm_level: float = 0.05
