@@ -150,7 +150,7 @@ def test_protocol_stream_and_metrics_on_a_synthetic_pool(world):
     assert all(np.sum(pool.truth[w] == 7) == 30 for w in stream[10:])
     assert np.array_equal(stream[3], ns.make_stream(pool, 0, 200, 10, 3, 0.25, 0.15)[3])
     f_ref, y_ref = _id(np.random.default_rng(6), 1000)
-    ref = {"features": f_ref, "labels": y_ref}
+    ref = {"features": f_ref, "labels": y_ref, "pvalues": {"s": _pv(world, f_ref)}}
     run = npr.run_pipeline(pool, ref, stream, "s", o, seed=0)
     m = npr.pipeline_metrics(run, pool, stream, o)
     assert m["detected_7"] and m["delay_7"] == 30 and m["detection_rate"] == 1.0

@@ -14,14 +14,16 @@ any per-input p-values: StatTest, VAE, or conformal p-values of any score via :f
 4. **test** each cluster S against two nulls:
 
    * *chance grouping* (null 1): the cohesion ``T(S) = median_{i in S}`` (mean cosine similarity of i to
-     its ``min_size - 1`` nearest flagged neighbours) is compared with the permutation distribution of
+     its ``min_size - 1`` nearest flagged neighbours, cosines about the mean of the flagged inputs) is compared with the permutation distribution of
      the **maximum** of the same statistic over the whole flagged set after each of its principal axes
      has been permuted independently (:func:`.permtests.cohesion_null`); a median is at most that
      maximum, so the comparison is conservative. The max-T comparison accounts
      for the cluster having been chosen by clustering the same points, and covers every cluster of the
      window at once: ``P(any junk cluster rejects) <= alpha``.
    * *shifted known class* (null 2): energy-distance permutation test of S against each ID class's
-     reference features (and each declared new class's members); ``p_shift = max`` over classes, so
+     reference features — its most atypical reference points when reference p-values are given
+     (:meth:`NoveltyDetector.fit`), plus then the most atypical ID points of all classes together —
+     and each declared new class's members; ``p_shift = max`` over classes, so
      the cluster must differ from every known class. Bonferroni over the ``m`` candidate clusters of
      the window: reject when ``p_shift <= alpha / m``.
 
@@ -119,12 +121,18 @@ class NoveltyDetector:
         self._buffer: list = []  # (window, ids, embeddings) of flagged, unassigned, undeclared inputs
 
     # -- fitting and embedding ---------------------------------------------------------------------
-    def fit(self, ref_features, ref_labels) -> "NoveltyDetector":
-        """Fit the PCA on ID reference features and keep a subsample of each ID class for null 2."""
+    def fit(self, ref_features, ref_labels, ref_pvalues=None) -> "NoveltyDetector":
+        """Fit the PCA on ID reference features and keep, per ID class, the null-2 reference: the
+        ``n_ref_per_class`` points with the smallest ``ref_pvalues`` when given (flagged ID inputs are
+        a class's atypical tail, so a cluster of them must be compared with that tail, not with the
+        whole class), else a random subsample. ``ref_pvalues`` must come from the same detector as the
+        p-values of the windows, on ID data not used to calibrate it (or only slightly: ranks matter)."""
         f = np.asarray(ref_features, np.float64)
         y = np.asarray(ref_labels)
         if f.ndim != 2 or len(f) != len(y):
             raise ValueError(f"ref_features must be (n, d) with one label each, got {f.shape} and {y.shape}")
+        if ref_pvalues is not None and len(ref_pvalues) != len(y):
+            raise ValueError(f"{len(ref_pvalues)} ref_pvalues for {len(y)} reference points")
         u = permtests._unit(f)
         self.mean_ = u.mean(0)
         k = min(self.n_components, f.shape[1], len(f) - 1)
@@ -135,8 +143,13 @@ class NoveltyDetector:
         for c in np.unique(y):
             idx = np.flatnonzero(y == c)
             if len(idx) > self.n_ref_per_class:
-                idx = rng.choice(idx, self.n_ref_per_class, replace=False)
+                if ref_pvalues is None:
+                    idx = rng.choice(idx, self.n_ref_per_class, replace=False)
+                else:
+                    idx = idx[np.argsort(np.asarray(ref_pvalues)[idx], kind="stable")[:self.n_ref_per_class]]
             self.ref_[int(c)] = z[idx]
+        if ref_pvalues is not None:  # the atypical tail of ID as a whole (a cluster mixing several classes' tails)
+            self.ref_["tail"] = z[np.argsort(np.asarray(ref_pvalues), kind="stable")[:self.n_ref_per_class]]
         self._reset()
         return self
 
@@ -201,9 +214,10 @@ class NoveltyDetector:
         if not cands:
             return WindowResult(flagged, assigned, clusters, [], [])
         k = self.min_size - 1
-        coh = permtests.local_cohesion(z, k)
+        zc = z - z.mean(0)  # cosines about the pool's mean: a common offset of all flagged inputs is no cohesion
+        coh = permtests.local_cohesion(zc, k)
         obs = {c: float(np.median(coh[labels == c])) for c in cands}
-        null = permtests.cohesion_null(z, k, self.n_perm, seed=[self.seed, w, 1], stop_above=self.alpha,
+        null = permtests.cohesion_null(zc, k, self.n_perm, seed=[self.seed, w, 1], stop_above=self.alpha,
                                        observed=max(obs.values()))
         level2 = self.alpha / len(cands)
         for c in cands:

@@ -54,7 +54,8 @@ class ProtocolOptions:
 
 def score_pool(session, detectors) -> tuple[ns.Pool, dict]:
     """Per-input p-values of every ID test, junk (``far``) and ``novel`` image under each detector, and
-    the reference (``fit`` split) features and labels the novelty detector is fitted on."""
+    the novelty detector's ID reference: the ``cal`` split's features, labels and p-values (against
+    the detector's own calibration, so slightly conservative; only their ranks are used)."""
     from oodbench.adapters import registry
 
     d = session.data
@@ -65,7 +66,7 @@ def score_pool(session, detectors) -> tuple[ns.Pool, dict]:
     fit, cal = session.representation(d.fit, "fit"), session.representation(d.cal, "cal")
     reps = [(name, code, session.representation(im, name)) for name, code, im in sets]
     pv = {name: {} for name, _, _ in sets}
-    timing = {}
+    ref_pv, timing = {}, {}
     for det_name in detectors:
         t0 = time.perf_counter()
         det = registry.create(det_name)
@@ -73,19 +74,22 @@ def score_pool(session, detectors) -> tuple[ns.Pool, dict]:
         if hasattr(det, "p_value"):
             for name, _, rep in reps:
                 pv[name][det_name] = det.p_value(rep)
+            ref_pv[det_name] = det.p_value(cal)
         else:
             cal_scores = det.score(cal)
             for name, _, rep in reps:
                 pv[name][det_name] = score_pvalues(cal_scores, det.score(rep))
+            ref_pv[det_name] = score_pvalues(cal_scores, cal_scores)
         timing[det_name] = time.perf_counter() - t0
     pool = ns.build_pool([(name, code, rep.labels, rep.features, pv[name]) for name, code, rep in reps])
-    return pool, {"features": fit.features, "labels": fit.labels, "seconds": timing}
+    return pool, {"features": cal.features, "labels": cal.labels, "pvalues": ref_pv, "seconds": timing}
 
 
 def run_pipeline(pool: ns.Pool, ref: dict, stream: list, method: str, o: ProtocolOptions, seed: int) -> dict:
     """Feed one stream to a fresh novelty detector on ``method``'s p-values; per-window records."""
     det = NoveltyDetector(q=o.q, alpha=o.alpha, min_size=o.min_size, n_components=o.n_components,
-                          cluster=o.cluster, memory=o.memory, seed=seed).fit(ref["features"], ref["labels"])
+                          cluster=o.cluster, memory=o.memory, seed=seed).fit(ref["features"], ref["labels"],
+                                                                              ref["pvalues"].get(method))
     windows, classes = [], []
     pred = {}  # stream position (window * size + slot) -> declared class id
     truth_all = pool.truth[np.concatenate(stream)]
