@@ -175,3 +175,18 @@ def test_memory_pools_flagged_inputs_across_windows(world):
     (c,) = got[2]
     truth = np.concatenate(truth_all)
     assert np.mean(truth[c.members] == NEW) >= 0.9 and c.members.min() < 202 <= c.members.max()
+
+
+def test_open_set_restriction_renumbers_known_classes_and_keeps_held_out_labels():
+    from oodbench.benchmark.data import ImageSet, openset, suites
+
+    y = np.array([0, 8, 3, 9, 7, 8, 1])
+    im = ImageSet("t", np.arange(7 * 4, dtype=np.uint8).reshape(7, 2, 2), y, "ck", [str(i) for i in range(10)])
+    known = openset.restrict(im, range(8))
+    assert known.y.tolist() == [0, 3, 7, 1] and known.classes == [str(i) for i in range(8)]
+    assert known.checksum != im.checksum  # a different training set trains a different classifier
+    held = openset.held_out(im, "t-8", [8])
+    assert held.y.tolist() == [8, 8] and held.name == "t-8"
+    s = suites.get("mnist-open")
+    assert s["id_classes"] == list(range(8))
+    assert {t["name"] for t in s["tests"] if t["group"] == "novel"} == {"mnist-8", "mnist-9"}
