@@ -139,7 +139,8 @@ def pipeline_metrics(run: dict, pool: ns.Pool, stream: list, o: ProtocolOptions)
     out = {"false_declarations": len(false),
            "false_per_1000_junk_windows": 1000.0 * len(false_before) / max(o.n_before, 1),
            "classes_declared": len(classes), "classes_found": len({c["majority"] for c in classes if c["majority"] >= 0}),
-           "classes_truth": len(novel)}
+           "classes_truth": len(novel),
+           "false_main_source": [max(c["sources"], key=c["sources"].get) for c in false]}
     for k in novel:
         first = [c for c in classes if c["majority"] == k]
         if first:
@@ -148,25 +149,27 @@ def pipeline_metrics(run: dict, pool: ns.Pool, stream: list, o: ProtocolOptions)
         out[f"detected_{k}"] = bool(first)
         out[f"delay_{k}"] = seen if first else None
     out["detection_rate"] = float(np.mean([out[f"detected_{k}"] for k in novel]))
-    # purity and ARI over the windows after the arrival: held-out images and every input given a class
+    # purity and ARI over the windows after the arrival: the held-out images, and every input given a
+    # class whose declared members were mostly held-out images (a junk class's assignments are not scored)
+    novel_ids = {c["id"] for c in classes if c["majority"] >= 0}
     y_true, y_pred = [], []
     start = sum(len(idx) for idx in stream[:o.n_before])
     for w in range(o.n_before, len(stream)):
         truth = pool.truth[stream[w]]
         for slot, t in enumerate(truth):
             p = run["pred"].get(start + slot, -1)
-            if t >= 0 or p >= 0:
+            if t >= 0 or p in novel_ids:
                 y_true.append(int(t) if t >= 0 else -1)
                 y_pred.append(p)
         start += len(truth)
     y_true, y_pred = np.array(y_true), np.array(y_pred)
-    given = y_pred >= 0
+    given = np.isin(y_pred, list(novel_ids))
     if given.any():
         maj = sum(np.unique(y_true[given & (y_pred == c)], return_counts=True)[1].max() for c in np.unique(y_pred[given]))
         out["purity"] = float(maj / given.sum())
     else:
         out["purity"] = None
-    out["ari"] = float(adjusted_rand_score(y_true, y_pred)) if len(y_true) else None
+    out["ari"] = float(adjusted_rand_score(y_true, y_pred)) if novel_ids else None
     out["coverage"] = float(np.mean(y_pred[y_true >= 0] >= 0)) if np.any(y_true >= 0) else None
     return out
 

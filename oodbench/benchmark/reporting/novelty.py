@@ -52,10 +52,11 @@ def markdown(r: dict, command: str = "") -> str:
     lines += ["", "Detection rate: fraction of (held-out class, seed) pairs for which a declared class has that "
               "class as its majority. Delay: images of the class streamed from the arrival to the end of the "
               "declaring window (mean over seeds where it was detected). False declarations: declared classes "
-              "whose members are mostly ID or junk. Purity: over all inputs given a new class after the "
-              "arrival (members at declaration and later assignments), the share that is the class's majority "
-              "label. ARI: adjusted Rand index of the new-class labels against the held-out labels, over the "
-              "held-out images and the inputs given a class after the arrival. Coverage: share of held-out "
+              "whose members are mostly ID or junk. Purity: over all inputs given a new class whose members "
+              "were mostly held-out images, after the arrival (members at declaration and later assignments), "
+              "the share that is the class's majority label. ARI: adjusted Rand index of the new-class labels "
+              "against the held-out labels, over the held-out images and those inputs (– when no such class "
+              "was declared). Coverage: share of held-out "
               "images after the arrival that were given a new class.", "",
               "## Per stream seed", ""]
     for m, v in r["methods"].items():
@@ -65,7 +66,8 @@ def markdown(r: dict, command: str = "") -> str:
         for s, a in enumerate(v["per_seed"]):
             found = ", ".join(f"{k}: {'yes, delay ' + _f(a.get(f'delay_{k}')) if a.get(f'detected_{k}') else 'no'}"
                               for k in novel)
-            rows.append(f"- seed {s}: {found}; false {a['false_declarations']}; purity {_f(a['purity'])}; "
+            rows.append(f"- seed {s}: {found}; false {a['false_declarations']} {a.get('false_main_source') or ''}; "
+                        f"purity {_f(a['purity'])}; "
                         f"ARI {_f(a['ari'])}")
         lines += [f"**{m}**", "", *rows, ""]
     secs = r["seconds"]
