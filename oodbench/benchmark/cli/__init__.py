@@ -9,6 +9,7 @@
     oodbench download mnist --data-dir DIR   # needs the network
     oodbench setup openood --source URL      # OpenOOD's own environment (its detectors then run in it)
     oodbench analyse stattest --suite mnist  # the lab detector's calibration, layers, power, cost
+    oodbench novelty mnist-open              # has a new class appeared among the rejected inputs?
 
 A bad argument or a failure is one line on stderr (``oodbench run: error: ...``; exit status 2 for bad
 arguments, 1 for other errors, 130 after Ctrl-C), never a traceback; ``--debug`` shows the traceback.
@@ -19,9 +20,9 @@ import argparse
 import os
 import sys
 
-from oodbench.benchmark.cli import analyse, check, download, ease, listing, report, run, setup
+from oodbench.benchmark.cli import analyse, check, download, ease, listing, novelty, report, run, setup
 
-COMMANDS = (run, listing, download, report, check, ease, setup, analyse)
+COMMANDS = (run, listing, download, report, check, ease, setup, analyse, novelty)
 
 
 class Parser(argparse.ArgumentParser):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from oodbench.benchmark import data as datamod
-from oodbench.benchmark.data import shifts as shiftmod
+from oodbench.benchmark.data import openset, shifts as shiftmod
 
 COVARIATE_SHIFTS = ("rotate", "noise", "blur", "contrast", "jpeg")
 COVARIATE_SEVERITIES = (2, 4)
@@ -89,6 +89,12 @@ SUITES = {
 }
 
 
+#: open-set suite (novelty detection, lab_methods.md §6): LeNet on digits 0-7, digits 8 and 9 held out
+SUITES["mnist-open"] = {**_grey_suite("mnist", "fashionmnist"), "id_classes": list(range(8)), "tests": [
+    *({"name": f"mnist-{c}", "group": "novel", "dataset": "mnist", "held_out": [c]} for c in (8, 9)),
+    *(t for t in _grey_suite("mnist", "fashionmnist")["tests"] if t["name"] in ("omniglot", "dtd-grey", "gaussian", "uniform"))]}
+
+
 def _smoke(name):
     s = copy.deepcopy(SUITES[name])
     s["splits"] = {"train": 3000, "fit": 500, "cal": 500, "seed": 0}
@@ -96,7 +102,7 @@ def _smoke(name):
     s["recipe_override"] = "smoke"
     s["model"] = {"default": s["model"]["default"]}
     # a handful of OOD sets keeps the smoke suites fast while covering every group
-    keep = {"near": 2, "far": 3, "covariate": 2}
+    keep = {"near": 2, "far": 3, "covariate": 2, "novel": 2}
     tests, seen = [], {}
     for t in s["tests"]:
         g = t["group"]
@@ -176,6 +182,9 @@ def materialise(suite: dict | str, data_dir=None, cache=None, progress=None) -> 
         idx = split_indices(len(full), suite["splits"])
         parts = {k: full.subset(v, f"{suite['id']}:{k}") for k, v in idx.items()}
         id_test = datamod.load(suite["id"], "test", data_dir, cache)
+    if suite.get("id_classes") is not None:  # open-set suite (see data/openset.py)
+        full_test, id_test = id_test, openset.restrict(id_test, suite["id_classes"])
+        parts = {k: openset.restrict(v, suite["id_classes"]) for k, v in parts.items()}
     cap = suite.get("max_test")
     rng = np.random.default_rng(12345)
 
@@ -189,7 +198,9 @@ def materialise(suite: dict | str, data_dir=None, cache=None, progress=None) -> 
     sums = {"id_train": full.checksum, "id_test": id_test.checksum}
     for t in suite["tests"]:
         try:
-            if t.get("dataset") in ("gaussian", "uniform"):
+            if t.get("held_out"):
+                s = capped(openset.held_out(full_test, t["name"], t["held_out"]))
+            elif t.get("dataset") in ("gaussian", "uniform"):
                 s = datamod.load(t["dataset"], "test", data_dir, n=min(t.get("n", 5000), cap or 10 ** 9),
                                  shape=shape, seed=suite["splits"]["seed"])
             elif "path" in t or "memory" in t:  # a user's image folder, .npz or arrays
