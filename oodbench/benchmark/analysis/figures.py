@@ -10,14 +10,18 @@ import numpy as np
 from oodbench.benchmark.reporting.figures import pyplot, png_bytes, line_styles
 
 
+def subplots(*args, **kw):
+    """``plt.subplots`` on the report's pyplot (Agg, fixed fonts and resolution)."""
+    return pyplot().subplots(*args, **kw)
+
+
 def calibration(res: dict) -> bytes | None:
     """QQ plots of the ID test p-values per true class (own-class and final), and the lower tail."""
     cal = res["calibration"]
     rows = cal["per_class"]
     if not rows:
         return None
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.4))
+    fig, axes = subplots(1, 3, figsize=(10.5, 3.4))
     styles = line_styles(len(rows))
     for ax, which, title in ((axes[0], "own", "own-class p-value $P_y$"), (axes[1], "final", "final p-value $P$")):
         for (col, ls), r in zip(styles, rows):
@@ -47,8 +51,7 @@ def layers(res: dict) -> bytes | None:
         return None
     L = res["layers_order"]
     styles = line_styles(len(L))
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 0.36 * len(names) + 1.6), sharey=True)
+    fig, axes = subplots(1, 3, figsize=(13, 0.36 * len(names) + 1.6), sharey=True)
     y = np.arange(len(names))
     left = np.zeros(len(names))
     for li, (lname, (col, _)) in enumerate(zip(L, styles)):
@@ -78,11 +81,9 @@ def layers(res: dict) -> bytes | None:
 def reference_size(res: dict) -> bytes | None:
     """AUROC per OOD set and false alarms against the reference size per class."""
     ref = res["reference_size"]
-    rows = ref["rows"]
-    if not rows:
+    if not (rows := ref["rows"]):
         return None
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, axes = subplots(1, 2, figsize=(10, 3.4))
     x = np.array([r["effective_mean"] for r in rows])
     for (col, ls), name in zip(line_styles(len(ref["sets"])), ref["sets"]):
         m = np.array([r["summary"]["auroc"][name]["mean"] for r in rows])
@@ -109,11 +110,9 @@ def reference_size(res: dict) -> bytes | None:
 def severity(res: dict) -> bytes | None:
     """Rejection rate at alpha, AUROC and classifier accuracy against shift severity."""
     sev = res["severity"]
-    shifts = sev["shifts"]
-    if not shifts:
+    if not (shifts := sev["shifts"]):
         return None
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
+    fig, axes = subplots(1, 3, figsize=(11, 3.3))
     base = sev["severity_0"]
     for (col, ls), (name, rows) in zip(line_styles(len(shifts)), shifts.items()):
         s = [0] + [r["severity"] for r in rows]
@@ -136,8 +135,7 @@ def alpha(res: dict) -> bytes | None:
     ac = res["alpha_curves"]
     a = np.asarray(ac["alphas"])
     names = list(ac["rates"])
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = subplots(figsize=(6.5, 4))
     for (col, ls), name in zip(line_styles(len(names)), names):
         v = np.maximum(np.asarray(ac["rates"][name]), 1e-4)
         ax.plot(a, v, color="k" if name == "id" else col, ls="-" if name == "id" else ls,
@@ -156,8 +154,7 @@ def cost(res: dict) -> bytes | None:
     rows = res["reference_size"]["rows"]
     if not rows:
         return None
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.3))
+    fig, axes = subplots(1, 2, figsize=(10, 3.3))
     x = np.array([r["effective_mean"] for r in rows])
 
     def col(key):

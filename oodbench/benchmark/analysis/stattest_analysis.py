@@ -207,7 +207,7 @@ def fitted_detector(cfg: Config, fit_rep, cal_rep):
     from oodbench.adapters import registry
 
     det = registry.create(cfg.detector)
-    if not hasattr(det, "tap_layers"):
+    if "taps" not in det.consumes:
         raise TypeError(f"{cfg.detector!r} is not a statistical-test (MaSF) detector")
     det.fit(fit_rep, cal_rep)
     return det

@@ -33,23 +33,21 @@ def seed(text: str) -> int:
     return v
 
 
-def seconds(text: str) -> float:
-    """A duration in seconds >= 0 (0 = no limit)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0 (0 = no limit)")
-    return v
-
-
-def fraction(text: str) -> float:
-    """A tolerance: a number from 0 to 1."""
+def _float(text: str, ok, what: str) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a fraction from 0 to 1")
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"{text} is not {what}")
     return v
+
+
+def seconds(text: str) -> float:
+    """A duration in seconds >= 0 (0 = no limit)."""
+    return _float(text, lambda v: 0 <= v < float("inf"), "a number of seconds >= 0 (0 = no limit)")
+
+
+def fraction(text: str) -> float:
+    """A tolerance: a number from 0 to 1."""
+    return _float(text, lambda v: 0 <= v <= 1, "a fraction from 0 to 1")

@@ -71,7 +71,7 @@ def score_pool(session, detectors) -> tuple[ns.Pool, dict]:
         t0 = time.perf_counter()
         det = registry.create(det_name)
         det.fit(fit, cal)
-        if hasattr(det, "p_value"):
+        if det.gives_p_values():
             for name, _, rep in reps:
                 pv[name][det_name] = det.p_value(rep)
             ref_pv[det_name] = det.p_value(cal)
