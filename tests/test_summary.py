@@ -222,3 +222,16 @@ def test_paired_replicates_travel_through_curves_json():
     assert _row(unp, "B")["rank_range"].startswith("1")  # unpaired: tied with the best
     assert [_row(par, d)["rank_range"] for d in "ABS"] == ["1", "2", "3"]
     assert "2 of 3 detectors paired" in _row(par, "A")["rank_test"]
+
+
+def test_leaderboard_says_when_rows_come_from_several_commits():
+    from oodbench.benchmark.reporting.leaderboard import provenance_warning
+
+    df = pd.DataFrame({"run_id": ["a", "a", "b"], "detector": ["x", "x", "y"]})
+    same = {"runs": [{"run_id": "a", "git_commit": "c1", "versions": {"numpy": "2"}},
+                     {"run_id": "b", "git_commit": "c1", "versions": {"numpy": "2"}}]}
+    assert provenance_warning(df, same) == ""
+    other = {"runs": [same["runs"][0], {"run_id": "b", "git_commit": "c2", "versions": {"numpy": "2"}}]}
+    assert "2 commit(s)" in provenance_warning(df, other)
+    env = {"runs": [same["runs"][0], {"run_id": "b", "git_commit": "c1", "versions": {"numpy": "1.26"}}]}
+    assert "2 environment(s)" in provenance_warning(df, env)

@@ -29,6 +29,8 @@ per library.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -124,6 +126,20 @@ NOTE = ("Values in %, OOD positive; FPR@95 = ID flagged at 95 % OOD detected (Op
         "95 % intervals of every number are in `summary.csv`.")
 
 
+def provenance_warning(df: pd.DataFrame, record: dict) -> str:
+    """A warning when the rows come from runs of more than one commit or environment (``run.json``'s
+    ``runs``; rows without a ``run_id`` are from before run ids), else ""."""
+    runs = {r.get("run_id"): r for r in record.get("runs", [])}
+    ids = set(df["run_id"].fillna("").astype(str)) if "run_id" in df else {""}
+    commits = {runs.get(i, {}).get("git_commit") or "unknown" for i in ids}
+    envs = {json.dumps(runs.get(i, {}).get("versions"), sort_keys=True) for i in ids}
+    if len(commits) <= 1 and len(envs) <= 1:
+        return ""
+    return (f"**Mixed provenance:** these rows come from {len(ids)} runs of {len(commits)} commit(s) "
+            f"({', '.join(sorted(c[:10] for c in commits))}) and {len(envs)} environment(s); numbers of "
+            "different runs may not be comparable. Regenerate with one `oodbench run` for a clean table.")
+
+
 def leaderboard_markdown(df: pd.DataFrame, record: dict | None = None, summ: pd.DataFrame | None = None) -> str:
     """``leaderboard.md``: the classifier's accuracy, the leaderboard's group rank range, AUROC and FPR@95
     (mean ± std over seeds; and false-alarm rates), flagged detectors below a separator with their
@@ -137,6 +153,9 @@ def leaderboard_markdown(df: pd.DataFrame, record: dict | None = None, summ: pd.
     if record:
         lines += [f"Model `{record.get('model', '?')}`, seeds {seeds}, device `{record.get('device', '?')}`. "
                   + NOTE + " Produced by `oodbench run`; do not edit.", ""]
+        mixed = provenance_warning(df, record)
+        if mixed:
+            lines += [mixed, ""]
     acc = df[(df["metric"] == "accuracy") & (df["status"] == "ok")]
     if len(acc):
         a = acc.groupby("test_set")["value"].agg(["mean", lambda v: v.std(ddof=1)])
