@@ -12,7 +12,7 @@ import pandas as pd
 
 from oodbench.benchmark.evaluation.results import GROUPS
 from oodbench.benchmark.evaluation import summary
-from oodbench.benchmark.reporting import deployment
+from oodbench.benchmark.reporting import deployment, extra_sections
 from oodbench.benchmark.reporting.cd_diagram import fig_cd
 from oodbench.benchmark.reporting.documents import Doc
 from oodbench.benchmark.reporting.figures import fig_heatmap, fig_hist, fig_roc, fig_speed
@@ -53,6 +53,7 @@ def suite_report(res: SuiteResults, ease: dict | None = None) -> Doc:
     doc.image("score_histograms.png", fig_hist(res, dets_ok), "Score histograms: ID test versus OOD groups")
     doc.image("speed_vs_auroc.png", fig_speed(lb), "Speed versus near-OOD AUROC")
     deployment.sections(doc, res, dets_ok)
+    extra_sections.sections(doc, res)
     costs = detector_costs(res.record)
     _cost_section(doc, res.record, costs)
     _metadata_section(doc, costs)
