@@ -3,6 +3,7 @@
 One small end-to-end run (two reference sizes, two repeats, 100 images per scored set, two shifts at
 two severities) is shared by the tests of this module."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -25,7 +26,8 @@ def analysed(data_dir, cache_dir, tmp_path_factory):
 def test_outputs_and_findings(analysed):
     out, res = analysed
     md = (out / "stattest.md").read_text()
-    assert "Command: `oodbench analyse stattest --suite mnist-smoke" in md
+    # the recorded command names the priority it ran at (`nice -n N` when the process was niced)
+    assert re.search(r"Command: `(nice -n \d+ )?oodbench analyse stattest --suite mnist-smoke", md), md[:300]
     for title in ("Calibration", "Which layers decide", "reference size", "shift severity", "against alpha", "Cost"):
         assert title in md
     assert md.count("**What it shows.**") == 6

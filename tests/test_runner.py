@@ -61,6 +61,10 @@ def test_end_to_end_and_second_run_uses_the_cache(data_dir, cache_dir, tmp_path,
     assert len(disk) == len(df)
     rj = json.loads((tmp_path / "run.json").read_text())
     assert rj["versions"]["pytorch-ood"] == "0.4.0" and rj["threads"] == 1 and rj["data_checksums"]
+    # every scored set has a content checksum, generated (shifted) sets included
+    assert set(rj["data_content_sha256"]) == {"id_test"} | tests
+    assert len({rj["data_content_sha256"][t] for t in tests if t.startswith("mnist-")}) == len(
+        [t for t in tests if t.startswith("mnist-")])
     assert rj["detectors"]["pytorch_ood.knn"]["0"]["fit_seconds"] >= 0
     assert "pytorch_ood.msp" in (tmp_path / "leaderboard.md").read_text()
     # second run: no forward pass, scores from cache, identical numbers

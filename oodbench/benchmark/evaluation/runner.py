@@ -15,6 +15,7 @@ stopped. A detector that raises, returns NaN, the wrong shape or the wrong dtype
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import resource
 import sys
@@ -22,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from oodbench.adapters import registry
@@ -228,6 +230,10 @@ def _record(ctx: RunContext, collected, seeds, threads: int, t_data: float) -> d
         "timeout_s": o.timeout or None,
         "run_id": ctx.run_id,
         "data_checksums": data.checksums,
+        # the sha256 of every scored set's pixels, generated ones (noise, shifts) included
+        "data_content_sha256": {name: hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+                                for name, x in [("id_test", data.id_test.x)] + [(t.name, t.images.x)
+                                                                                 for t in data.tests]},
         "data_seconds": t_data,
         "extraction": extraction,
         "detectors": dets,

@@ -80,13 +80,13 @@ def markdown(r: dict, command: str = "") -> str:
 
 
 def figure(r: dict) -> bytes | None:
-    from oodbench.benchmark.reporting.figures import _mpl, _png
+    from oodbench.benchmark.reporting.figures import pyplot, png_bytes
 
     trace = r.get("trace_seed0") or {}
     pipes = [m for m in trace if m.startswith("pipeline:")]
     if not pipes:
         return None
-    plt = _mpl()
+    plt = pyplot()
     o = r["options"]
     lo = max(0, o["n_before"] - 20)
     fig, axes = plt.subplots(len(pipes), 1, figsize=(7, 2.0 * len(pipes)), sharex=True, squeeze=False)
@@ -113,7 +113,7 @@ def figure(r: dict) -> bytes | None:
     axes[-1, 0].set_xlabel("window")
     axes[0, 0].legend(loc="upper left", ncol=3)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def write(r: dict, out_dir, command: str = "") -> list[Path]:
