@@ -24,14 +24,15 @@ def main(argv=None) -> int:
 
     def run(**kw):
         t0 = time.perf_counter()
+        kw.setdefault("detectors", a.detectors)
         with tempfile.TemporaryDirectory() as out:
-            res = runner.evaluate(a.suite, detectors=a.detectors, seeds=a.seeds, out=out, n_boot=0, progress=False,
-                                  use_score_cache=False, **kw)
+            res = runner.evaluate(a.suite, seeds=a.seeds, out=out, n_boot=0, progress=False, use_score_cache=False,
+                                  **kw)
         n_failed = len(res.record["failures"])
         return time.perf_counter() - t0, n_failed
 
-    print(f"warm-up (train/extract once, cached) on {a.suite} ...", flush=True)
-    run(executor="serial", threads=1)
+    print(f"warm-up (train and extract once, cached) on {a.suite} ...", flush=True)
+    run(executor="serial", threads=1, detectors=(a.detectors or [])[:1] or None)
     t1, f1 = run(executor="serial", threads=1)
     tn, fn = run(executor="local", jobs=a.workers)
     print(f"serial (1 worker, 1 thread): {t1:8.1f} s  ({f1} failed)")
