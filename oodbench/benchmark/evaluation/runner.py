@@ -185,7 +185,8 @@ def _executor(o: RunOptions, names):
 
 
 def _job_log(collected) -> list:
-    """Per job: its key, and where it ran, how long and with how much memory (worker executors)."""
+    """Per job: its key, and where it ran and how long (worker executors); ``peak_rss_mb`` is the peak
+    resident memory of the worker *process* up to the end of the job (a worker runs many jobs)."""
     keys = ("worker", "python", "seconds", "peak_rss_mb")
     return [{"key": jr.job.key, **{k: jr.record[k] for k in keys if k in jr.record}} for jr in collected]
 
