@@ -245,11 +245,11 @@ def agreement(suite: str = "mnist", out=None, seed: int = 0, pairs=None, device:
             try:
                 for images in session.all_sets():
                     session.store.ensure(images, kinds)
-                out = score_cached(session, name, None, use_score_cache)
+                scored = score_cached(session, name, None, use_score_cache)
             except Exception as e:  # recorded, the table goes on
                 failures[name] = f"{type(e).__name__}: {e}"
                 break
-            sc, rec = out.scores, out.meta
+            sc, rec = scored.scores, scored.meta
             got[name] = sc
             timing[name] = {"seconds": time.perf_counter() - t0, "cached": rec.get("cached", False)}
         if len(got) == 2:
