@@ -31,8 +31,10 @@ def main(argv=None) -> int:
         n_failed = len(res.record["failures"])
         return time.perf_counter() - t0, n_failed
 
+    from oodbench.adapters import registry
+
     print(f"warm-up (train and extract once, cached) on {a.suite} ...", flush=True)
-    run(executor="serial", threads=1, detectors=(a.detectors or [])[:1] or None)
+    run(executor="serial", threads=1, detectors=registry.resolve(a.detectors or registry.names())[:1])
     t1, f1 = run(executor="serial", threads=1)
     tn, fn = run(executor="local", jobs=a.workers)
     print(f"serial (1 worker, 1 thread): {t1:8.1f} s  ({f1} failed)")
