@@ -25,6 +25,26 @@ class Sleeper(Detector):
         return np.zeros(len(rep))
 
 
+class Crasher(Detector):
+    """Kills its own worker process in the middle of scoring (SIGKILL: no cleanup, no reply)."""
+
+    consumes = frozenset({"logits"})
+    info = DetectorInfo(library="test")
+
+    def score(self, rep):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.fixture
+def crasher():
+    with REGISTRY.scoped():
+        REGISTRY.register("test.crasher")(Crasher)
+        yield "test.crasher"
+
+
 @pytest.fixture
 def sleeper():
     with REGISTRY.scoped():
@@ -69,6 +89,21 @@ def test_a_hanging_job_is_killed_and_the_rest_is_written(data_dir, cache_dir, tm
                  detectors=["pytorch_ood.msp"], use_score_cache=True)
     msp = lambda d: d[d["detector"] == "pytorch_ood.msp"].reset_index(drop=True)  # noqa: E731
     pd.testing.assert_frame_equal(msp(_table(again)), msp(_table(res)))
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_a_failure_row_and_the_cache_stays_usable(data_dir, cache_dir, tmp_path, crasher):
+    res = _run(data_dir, cache_dir, tmp_path, "killed", executor="local", jobs=2, seeds=[0],
+               detectors=["pytorch_ood.energy", crasher], use_score_cache=True)
+    df = res.table
+    failed = df[df["status"] == "failed"]
+    assert set(failed["detector"]) == {crasher} and failed["error"].str.contains("worker exited").all()
+    # the other worker's rows are there, and a rerun on the same cache completes and agrees
+    again = _run(data_dir, cache_dir, tmp_path, "again-killed", executor="local", jobs=2, seeds=[0],
+                 detectors=["pytorch_ood.energy"], use_score_cache=True)
+    energy = lambda d: d[d["detector"] == "pytorch_ood.energy"].reset_index(drop=True)  # noqa: E731
+    assert len(energy(_table(res)))
+    pd.testing.assert_frame_equal(energy(_table(again)), energy(_table(res)))
 
 
 def test_scheduler_orders_ready_jobs_longest_first_and_drops_dependents_of_failures(tmp_path):
