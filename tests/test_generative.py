@@ -199,7 +199,9 @@ def test_wgan_training_cache_subsample_protocol_and_pvalues(sep, ctx, tmp_path):
     sub = rep.store.representation(rep.images.subset(np.arange(len(rep))[::-1][:7]), "ood")
     np.testing.assert_array_equal(fast.score(sub), sc[::-1][:7])
     p = fast.p_value(sep.reps("id_test"))
-    assert p.shape == (len(sep.id_test),) and p.min() >= 1 / 11 and p.max() <= 1
+    assert p.shape == (len(sep.id_test),) and p.min() > 0 and p.max() <= 1  # ties broken at random
+    np.testing.assert_array_equal(p, fast.p_value(sep.reps("id_test")))  # seeded
+    assert set(fast.diagnostics()) == {"cal_label_kept_share", "cal_samples"}
 
 
 def test_padding_round_trip():

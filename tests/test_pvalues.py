@@ -150,3 +150,20 @@ def test_benjamini_hochberg():
     if hasattr(stats, "false_discovery_control"):
         np.testing.assert_allclose(adj_by, stats.false_discovery_control(p, method="by"))
     assert pv.benjamini_hochberg([], 0.1)[0].size == 0
+
+
+def test_randomized_conformal_p_is_exactly_valid_on_a_point_mass_and_agrees_without_ties():
+    from oodbench.detectors.pvalues import conformal_p, conformal_p_randomized
+
+    rng = np.random.default_rng(0)
+    # 40 % of the scores sit on one value (wgan_dz_fast's Δz = 0): the >= convention never rejects them
+    cal = np.where(rng.random(2000) < 0.4, 0.0, -rng.exponential(size=2000))
+    test = np.where(rng.random(20000) < 0.4, 0.0, -rng.exponential(size=20000))
+    assert (conformal_p(cal, test) <= 0.10).mean() < 0.01  # the degenerate test
+    p = conformal_p_randomized(cal, test, seed=1)
+    for a in (0.01, 0.05, 0.10):
+        assert abs((p <= a).mean() - a) < 0.01
+    assert p.min() > 0 and p.max() <= 1
+    assert np.array_equal(p, conformal_p_randomized(cal, test, seed=1))  # seeded
+    cont_cal, cont = rng.normal(size=500), rng.normal(size=1000)  # no ties: within one rank of conformal_p
+    assert np.all(np.abs(conformal_p_randomized(cont_cal, cont, 3) - conformal_p(cont_cal, cont)) <= 1 / 501 + 1e-12)

@@ -12,8 +12,9 @@ The contract, in scikit-learn's spirit:
 
 * ``__init__(**hyperparameters)`` stores hyperparameters and does no work; ``get_params()`` reads them
   back and ``clone()`` makes an unfitted copy.
-* ``fit(fit, cal=None)`` sees ID data only: the suite's ``fit`` split and, for detectors that
-  calibrate, the held-out ``cal`` split. Returns ``self``.
+* ``fit(fit, cal=None)`` sees ID data only: the suite's ``fit`` split (or, for a third-party
+  baseline run with ``--fit-split train``, the classifier's training split: ``follows_fit_split``)
+  and, for detectors that calibrate, the held-out ``cal`` split. Returns ``self``.
 * ``score(rep)`` returns float64 of shape ``(len(rep),)``; **higher = more OOD**.
 * Optional methods, declared here with their defaults: ``p_value(rep)`` (values in (0, 1], small = OOD;
   a detector that implements it answers ``gives_p_values()`` with True), ``subsample_size(device)``
@@ -63,10 +64,26 @@ class Detector:
     name: ClassVar[str] = ""
     consumes: ClassVar[frozenset] = frozenset()
     info: ClassVar[DetectorInfo] = DetectorInfo(library="oodbench")
+    #: True for a third-party baseline: the harness's ``--fit-split`` chooses what ``fit`` receives
+    #: (``train``: the classifier's training split, OpenOOD's protocol; ``fit``: the held-out ``fit``
+    #: split). False (the lab's methods, users' detectors): ``fit`` always receives the ``fit`` split,
+    #: disjoint from the training data and from ``cal``, as conformal p-values need.
+    follows_fit_split: ClassVar[bool] = False
 
     def __init__(self, **params):
         for k, v in params.items():
             setattr(self, k, v)
+
+    def diagnostics(self) -> dict:
+        """What a fitted detector reports about itself after scoring (JSON-able; recorded under the
+        detector's entry in ``run.json``), e.g. a calibration check. Empty by default."""
+        return {}
+
+    def not_applicable(self, fit) -> str:
+        """Why this method cannot work on the classifier behind ``fit`` (the representation it is
+        fitted on), or "" when it can. The harness still scores it; a non-empty reason is recorded
+        per row (``not_applicable_reason``) and the leaderboard shows the row apart, unranked."""
+        return ""
 
     # --- scikit-learn style parameter handling -------------------------------------------------
     @classmethod
@@ -127,6 +144,16 @@ class LibraryDetector(Detector):
 
     #: per-set sample cap on CPU for detectors marked expensive (the runner's seeded subsample)
     CPU_SUBSAMPLE: ClassVar[int] = 2000
+    follows_fit_split: ClassVar[bool] = True
+    #: the method reads ``feature_maps`` with spatial extent (RankFeat): not applicable on 1×1 maps
+    needs_spatial_maps: ClassVar[bool] = False
+
+    def not_applicable(self, fit) -> str:
+        if self.needs_spatial_maps:
+            from oodbench.adapters.common import spatial_maps_reason
+
+            return spatial_maps_reason(fit, self.name)
+        return ""
 
     def subsample_size(self, device) -> int | None:
         if self.info.expensive and not str(device).startswith("cuda"):

@@ -27,3 +27,22 @@ def layer_outputs(model, x, layers) -> tuple[torch.Tensor, list[torch.Tensor]]:
 def feature_layers(model) -> list[str]:
     """The layers multi-layer detectors use: the model's ``tap_layers`` without the final ``fc``."""
     return [n for n in getattr(model, "tap_layers", ()) if n != "fc"]
+
+
+def spatial_maps_reason(rep, method: str) -> str:
+    """"" when the classifier behind ``rep`` has ``feature_maps`` with spatial extent, else why
+    ``method`` (which needs them, as RankFeat's rank-1 removal does) cannot work on it."""
+    model = rep.model
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            maps = model.feature_maps(next(iter(rep.inputs(batch_size=1))))
+    finally:
+        model.train(was_training)
+    if maps.dim() == 4 and maps.shape[-1] * maps.shape[-2] > 1:
+        return ""
+    shape = "×".join(str(int(v)) for v in maps.shape[1:])
+    return (f"{method} needs feature maps with spatial extent; this classifier's feature_maps are {shape} "
+            f"({type(model).__name__}: a fully connected layer viewed as 1×1 maps), so removing their rank-1 "
+            "part leaves nothing for the head")

@@ -209,7 +209,7 @@ class PytorchOODDetector(LibraryDetector):
 
 
 def _define(name: str, target: str, kind: str, gradients: bool = False, notes: str = "", base=PytorchOODDetector,
-            fit_on: str = "fit", toy: str = "", expensive: bool = False):
+            fit_on: str = "fit", toy: str = "", expensive: bool = False, needs_spatial_maps: bool = False):
     cls = getattr(pod, target)
     consumes = {"logits": {"logits"}, "features": {"features"}, "maps": {"model", "features"},
                 "taps": {"taps"}, "model": {"model"}}[kind]
@@ -225,7 +225,7 @@ def _define(name: str, target: str, kind: str, gradients: bool = False, notes: s
                         expensive=expensive, notes=notes, extra=extra)
     sub = type(f"PytorchOOD_{target}", (base,),
                {"target": target, "kind": kind, "fit_on": fit_on, "consumes": frozenset(consumes), "info": info,
-                "__doc__": f"pytorch-ood's ``{target}`` (fed from {kind})."})
+                "needs_spatial_maps": needs_spatial_maps, "__doc__": f"pytorch-ood's ``{target}`` (fed from {kind})."})
     sub.name = f"pytorch_ood.{name}"
     DETECTORS[sub.name] = sub
     return sub
@@ -398,7 +398,7 @@ _define("vim", "ViM", "features", notes="d: no library default; 256 if D > 256 e
 _define("dice", "DICE", "features", notes="p: no library default; 0.9 (DICE paper, OpenOOD dice.yml)",
         toy="p=0.9 keeps 6 of the toy head's 64 weights, so some classes lose all their evidence")
 # --- feature maps + head ----------------------------------------------------------------------------------
-_define("rankfeat", "RankFeat", "maps",
+_define("rankfeat", "RankFeat", "maps", needs_spatial_maps=True,
         notes="on 1x1 maps (LeNet) the rank-1 part is the whole map: the head sees zeros",
         toy="the toy's maps are 1x1: removing the rank-1 part leaves zeros")
 # --- several layers -------------------------------------------------------------------------------------

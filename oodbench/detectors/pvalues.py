@@ -75,6 +75,29 @@ def conformal_p(cal_scores, scores) -> np.ndarray:
     return conformal_pvalues(sort_reference(np.asarray(cal_scores, np.float64)), np.asarray(scores, np.float64))
 
 
+def conformal_p_randomized(cal_scores, scores, seed: int) -> np.ndarray:
+    """Right-sided conformal p-value with ties broken at random (the smoothed conformal p-value)::
+
+        p = (#{cal > s} + U * (1 + #{cal == s})) / (n + 1),   U ~ Uniform(0, 1] (seeded)
+
+    Exactly uniform under exchangeability even where the scores have point masses (a Δz of 0 for
+    every input whose label the reconstruction already changes): the ``>=`` convention of
+    :func:`conformal_p` then gives every tied input the same large p-value and the test never
+    rejects them; here a tied input is rejected at level α with probability α, ID and OOD alike.
+
+    >>> p = conformal_p_randomized(np.zeros(999), np.zeros(100_000), seed=0)
+    >>> round(float((p <= 0.05).mean()), 2)
+    0.05
+    """
+    ref = sort_reference(np.asarray(cal_scores, np.float64))
+    t = np.asarray(scores, np.float64)
+    n = ref.shape[0]
+    above = n - np.searchsorted(ref, t, side="right")
+    tied = np.searchsorted(ref, t, side="right") - np.searchsorted(ref, t, side="left")
+    u = 1.0 - np.random.default_rng(seed).random(t.shape)
+    return (above + u * (1.0 + tied)) / (n + 1.0)
+
+
 def conformal_pvalues(ref_sorted, t, side: str = "right") -> np.ndarray:
     """Exact conformal p-values of ``t`` against a sorted reference (see the module docstring).
 

@@ -3,15 +3,16 @@
 
 * ``stattest`` and its variants (:mod:`.stattest`, :mod:`.stattest_variants`) — §2;
 * ``vae`` (:mod:`.vae`) — the negative ELBO of a VAE trained on the ID train split, §3;
+  ``vae_typicality`` — the typicality test on the same VAE (the fashionmnist-as-ID inversion);
 * ``wgan_recon``, ``wgan_dz``, ``wgan_dz_fast`` (:mod:`.wgan`) — WGAN-GP + inverter, §4.
 """
 from __future__ import annotations
 
 from oodbench.adapters.lab import stattest_variants
-from oodbench.adapters.lab.vae import VAEDetector
+from oodbench.adapters.lab.vae import VAEDetector, VAETypicalityDetector
 from oodbench.adapters.lab.wgan import DeltaZDetector, FastDeltaZDetector, ReconDetector
 
-GENERATIVE = {"vae": VAEDetector, "wgan_recon": ReconDetector, "wgan_dz": DeltaZDetector,
+GENERATIVE = {"vae": VAEDetector, "vae_typicality": VAETypicalityDetector, "wgan_recon": ReconDetector, "wgan_dz": DeltaZDetector,
               "wgan_dz_fast": FastDeltaZDetector}
 
 

@@ -126,3 +126,20 @@ class VAEDetector(Detector):
         if self.__dict__.get("cal_scores_") is None:
             raise RuntimeError("p_value needs fit(..., cal) with a calibration split")
         return conformal_p(self.cal_scores_, self.score(rep))
+
+
+class VAETypicalityDetector(VAEDetector):
+    """The typicality test on the same VAE: ``|−ELBO(x) − mean −ELBO of ID train|`` (Nalisnick et al.
+    2019; the typicality half of Bergamin et al. 2022). A likelihood model can give OOD data a *higher*
+    likelihood than ID data (a VAE on FashionMNIST finds MNIST digits "more likely"), which inverts the
+    ``vae`` score; the typicality test flags inputs whose likelihood is atypical in either direction."""
+
+    info = DetectorInfo(library="oodbench-lab", paper="Nalisnick et al. 2019 (typicality test); lab spec §3",
+                        needs_fit=True, cpu_ok=True,
+                        notes="same VAE checkpoint as `vae`; score = |-ELBO - mean -ELBO on an ID train subset|, "
+                              "two-sided in the likelihood; conformal p-value on cal")
+
+    def __init__(self, statistic: str = "typicality", z_mode: str = "mean", k: int = 16, epochs: int | None = None,
+                 hidden: int = 400, latent: int | None = None, lr: float = 1e-3, batch_size: int = 128,
+                 min_steps: int = 200, ref_max: int = 10000):
+        super().__init__(statistic, z_mode, k, epochs, hidden, latent, lr, batch_size, min_steps, ref_max)

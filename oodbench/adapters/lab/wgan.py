@@ -38,7 +38,7 @@ import torch
 
 from oodbench.adapters.base import Detector, DetectorInfo
 from oodbench.detectors.dz_search import Oracle, bisection_search, gradient_search, recursive_search, sample_seed
-from oodbench.detectors.pvalues import conformal_p
+from oodbench.detectors.pvalues import conformal_p, conformal_p_randomized
 from oodbench.detectors.sampling import seeded_subset
 from oodbench.detectors.wgan import LATENT, SMALL_N, WGANInv, from32, to32, train_wgan
 
@@ -231,13 +231,25 @@ class _DeltaZBase(_WGANBase):
 
     def p_value(self, rep) -> np.ndarray:
         """Left-tail conformal p-value of Δz on (a seeded subsample of ``max_samples`` of) the ``cal`` split,
-        computed on first use: p = (1 + #{Δz_cal ≤ Δz}) / (n + 1)."""
+        computed on first use, ties broken at random: p = (#{Δz_cal < Δz} + U (1 + #{Δz_cal = Δz})) / (n + 1).
+        Δz is 0 for every input whose reconstruction already changes the label — a point mass shared by
+        ID and OOD inputs; counting those ties against rejection gave no false alarm at any α (a
+        degenerate test), breaking them at random keeps the p-values exactly valid."""
         if self.cal_ is None:
             raise RuntimeError("p_value needs fit(..., cal)")
         if getattr(self, "cal_scores_", None) is None:
             idx = subsample(len(self.cal_), self.max_samples, self.seed_, self.cal_.images.checksum)
             self.cal_scores_ = self.score(self.cal_.store.representation(self.cal_.images.subset(idx), "cal"))
-        return conformal_p(self.cal_scores_, self.score(rep))
+        scores = self.score(rep)
+        return conformal_p_randomized(self.cal_scores_, scores,
+                                      sample_seed(self.seed_, zlib.crc32(np.ascontiguousarray(scores).tobytes())))
+
+    def diagnostics(self) -> dict:
+        """The share of calibration images whose label the inverter keeps (Δz > 0: the reconstruction is
+        classified as the input was; the lab spec asks ≥ 95 %), once the p-values have been computed."""
+        cal = getattr(self, "cal_scores_", None)
+        return {} if cal is None else {"cal_label_kept_share": float(np.mean(np.asarray(cal) < 0)),
+                                       "cal_samples": int(len(cal))}
 
 
 class DeltaZDetector(_DeltaZBase):

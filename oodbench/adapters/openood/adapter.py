@@ -193,6 +193,7 @@ def _define(name: str):
                "available": INSTALLED, **({"separable_toy": spec["toy"]} if spec.get("toy") else {})})
     sub = type(f"OpenOOD_{name}", (OpenOODDetector,),
                {"pp_name": name, "consumes": frozenset({"logits", "features", "model"}), "info": info,
+                "needs_spatial_maps": spec.get("spatial_maps", False),
                 "__doc__": f"OpenOOD's ``{spec['cls']}`` ({name}); default args {spec['args']}."})
     sub.name = f"openood.{name}"
     return sub

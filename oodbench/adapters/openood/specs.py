@@ -52,7 +52,7 @@ SPECS = {
     "she": dict(cls="SHEPostprocessor", feed="lookup", args={"metric": "inner_product"}, sweep={}, aps=False),
     "gradnorm": dict(expensive=True, cls="GradNormPostprocessor", feed="lookup", args={}, sweep={}, aps=False, gradients=True,
                      notes="gradient of the fc layer only, one sample at a time"),
-    "rankfeat": dict(expensive=True, cls="RankFeatPostprocessor", feed="net", args={"accelerate": False, "temperature": 1},
+    "rankfeat": dict(expensive=True, spatial_maps=True, cls="RankFeatPostprocessor", feed="net", args={"accelerate": False, "temperature": 1},
                      sweep={}, aps=False, notes="block 3 = block 4 = model.feature_maps, layer4 = identity",
                      toy="the toy's maps are 1x1: removing the rank-1 part leaves zeros"),
     "gram": dict(expensive=True, cls="GRAMPostprocessor", feed="net", args={"powers": [1, 2, 3, 4, 5]},

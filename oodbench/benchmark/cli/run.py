@@ -32,6 +32,11 @@ def add_parser(sub) -> None:
     r.add_argument("--tuning", choices=["default", "tuned"], default="default",
                    help="default: library defaults, no OOD data; tuned: hyperparameters chosen on a disjoint OOD "
                         "validation set (results go to results/<suite>-tuned)")
+    r.add_argument("--fit-split", choices=["train", "fit"], default="train",
+                   help="what third-party baselines (pytorch-ood, OpenOOD) are fitted on: train = the classifier's "
+                        "training split (default; OpenOOD v1.5's protocol, comparable with published numbers), fit = "
+                        "the held-out 5,000-image fit split (results go to results/<suite>-fitsplit-fit). The lab's "
+                        "conformal methods always fit on fit and calibrate on cal")
     r.add_argument("--jobs", type=positive_int, default=None,
                    help="worker processes on this machine (default: the number of cores, fewer if memory is short)")
     r.add_argument("--executor", choices=["auto", "serial", "local", "ray"], default="auto",
@@ -47,7 +52,7 @@ def run(a):
 
     o = runner.RunOptions(device=a.device, data_dir=a.data_dir, cache_dir=a.cache_dir, out=a.out, threads=a.threads,
                           n_boot=a.bootstrap, progress=not a.quiet, use_score_cache=not a.no_score_cache,
-                          batch_size=a.batch_size, tuning=a.tuning, timeout=a.timeout or None, jobs=a.jobs,
+                          batch_size=a.batch_size, tuning=a.tuning, fit_split=a.fit_split, timeout=a.timeout or None, jobs=a.jobs,
                           executor=a.executor, address=a.address)
     res = runner.evaluate(a.suite, detectors=a.detectors, seeds=a.seeds, options=o)
     df, rec = res.table, res.record

@@ -1,8 +1,8 @@
 """Cross-library agreement: the same method in pytorch-ood and OpenOOD, on the same classifier and the
 same cached representations.
 
-For every method both libraries implement (:data:`PAIRS`), both detectors are fitted on the suite's ID
-``fit`` split (``cal`` where they calibrate) and score the ID test set and every test set; per test
+For every method both libraries implement (:data:`PAIRS`), both detectors are fitted on the same ID split
+(``fit_split``: the classifier's ``train`` split by default, as ``oodbench run``; ``cal`` where they calibrate) and score the ID test set and every test set; per test
 set we report the Spearman rank correlation of the two libraries' scores over ID test ∪ that set, each
 library's AUROC (our metric code) and their difference. Scores come from the runner's score cache when
 ``oodbench run`` has produced them (same cache keys), so this costs nothing after the two runs.
@@ -204,7 +204,8 @@ def to_markdown(summary: pd.DataFrame, df: pd.DataFrame, header: str = "") -> st
 
 def agreement(suite: str = "mnist", out=None, seed: int = 0, pairs=None, device: str = "cpu", data_dir=None,
               cache_dir=None, threads: int | None = 1, batch_size: int = 512, progress: bool = False,
-              use_score_cache: bool = True, compute_missing: bool = True, allow_stale: bool = False) -> pd.DataFrame:
+              use_score_cache: bool = True, compute_missing: bool = True, allow_stale: bool = False,
+              fit_split: str = "train") -> pd.DataFrame:
     """Run (or read from the score cache) both libraries' detectors for every pair and write
     ``agreement.csv`` / ``agreement.md`` to ``out`` (when given). Returns the per-test-set table.
     ``compute_missing=False`` skips pairs whose scores are not in the cache (listed as skipped);
@@ -214,7 +215,7 @@ def agreement(suite: str = "mnist", out=None, seed: int = 0, pairs=None, device:
     from oodbench.benchmark import config
     from oodbench.benchmark.evaluation import scorecache
     from oodbench.benchmark.evaluation.features import CORE, TAPS
-    from oodbench.benchmark.evaluation.scoring import score_cached
+    from oodbench.benchmark.evaluation.scoring import fit_split_of, score_cached
     from oodbench.benchmark.evaluation.session import Session
 
     config.set_threads(threads)
@@ -229,7 +230,8 @@ def agreement(suite: str = "mnist", out=None, seed: int = 0, pairs=None, device:
         got = {}
         for name in (a, b):
             cls = registry.get(name)
-            cpath = scorecache.path_for(session, name) if use_score_cache else None
+            cpath = scorecache.path_for(session, name, None, fit_split_of(name, fit_split)) if use_score_cache \
+                else None
             if not compute_missing and (cpath is None or not cpath.exists()):
                 stale = _latest_cached(cpath.parent if cpath else session.cache / "scores", name) if allow_stale \
                     else None
@@ -246,7 +248,7 @@ def agreement(suite: str = "mnist", out=None, seed: int = 0, pairs=None, device:
             try:
                 for images in session.all_sets():
                     session.store.ensure(images, kinds)
-                scored = score_cached(session, name, None, use_score_cache)
+                scored = score_cached(session, name, None, use_score_cache, fit_split=fit_split)
             except Exception as e:  # recorded, the table goes on
                 failures[name] = f"{type(e).__name__}: {e}"
                 break

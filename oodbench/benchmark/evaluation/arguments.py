@@ -109,6 +109,9 @@ def check_run(suite_arg, detector_args, seed_args, o, default_detectors) -> tupl
     ``o`` is the run's :class:`~oodbench.benchmark.evaluation.runner.RunOptions`."""
     if o.tuning not in ("default", "tuned"):
         raise ArgumentError(f"tuning must be 'default' or 'tuned', got {o.tuning!r}")
+    if o.fit_split not in ("train", "fit"):
+        raise ArgumentError(f"--fit-split: {o.fit_split!r}; give train (the classifier's training split, OpenOOD's "
+                            "protocol) or fit (the held-out fit split)")
     _int("--bootstrap", o.n_boot, 0)
     _int("--batch-size", o.batch_size, 1)
     if o.threads is not None:

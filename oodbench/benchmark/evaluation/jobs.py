@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from oodbench.adapters import registry
 from oodbench.benchmark.evaluation import rows as rowsmod
 from oodbench.benchmark.evaluation.features import CORE, TAPS
-from oodbench.benchmark.evaluation.scoring import score_cached
+from oodbench.benchmark.evaluation.scoring import fit_representation, fit_split_of, score_cached
 from oodbench.benchmark.evaluation.session import Session
 
 
@@ -105,9 +105,11 @@ class RunContext:
         self.ood_val = tuning.ood_val_set(self.suite, self.options.data_dir, config.cache_dir(self.options.cache_dir))
         tuning.assert_disjoint(self.ood_val, [data.id_test] + [t.images for t in data.tests])
 
-    def base(self, seed: int) -> dict:
+    def base(self, seed: int, detector: str = "") -> dict:
+        """The columns every row of ``detector`` (or of the classifier) on ``seed`` shares."""
         return {"suite": self.suite["name"], "model": self.session(seed).arch, "seed": int(seed),
-                "tuning": self.options.tuning, "run_id": self.run_id}
+                "tuning": self.options.tuning, "run_id": self.run_id,
+                "fit_split": fit_split_of(detector, self.options.fit_split) if detector else ""}
 
 
 def _kinds(names) -> set[str]:
@@ -143,7 +145,7 @@ def failed_result(job: Job, ctx: RunContext, msg: str, tb: str = "", seconds=Non
         res.record["seconds"] = round(float(seconds), 3)
     if job.kind == "score":
         lib = registry.get(job.detector).info.library
-        res.rows = [rowsmod.failure_row(ctx.base(job.seed), lib, job.detector, msg)]
+        res.rows = [rowsmod.failure_row(ctx.base(job.seed, job.detector), lib, job.detector, msg)]
     return res
 
 
@@ -157,6 +159,8 @@ def run_job(job: Job, ctx: RunContext) -> JobResult:
     elif job.kind == "extract":
         for images in s.all_sets():
             s.store.ensure(images, _kinds(ctx.detectors))
+        if any(fit_split_of(d, ctx.options.fit_split) == "train" for d in ctx.detectors):
+            s.store.ensure(s.data.train, {CORE})  # what baselines fitted on the training split read
         res.rows = rowsmod.accuracy_rows(s, ctx.base(job.seed))
         res.record = dict(s.store.stats)
     else:
@@ -173,10 +177,10 @@ def _score_job(job: Job, ctx: RunContext, s: Session, res: JobResult) -> None:
         if ctx.ood_val is not None:
             from oodbench.benchmark.evaluation import tuning
 
-            fit, cal = s.representation(s.data.fit, "fit"), s.representation(s.data.cal, "cal")
+            fit, cal = fit_representation(s, name, o.fit_split), s.representation(s.data.cal, "cal")
             tuned = tuning.tune(name, fit, cal, cal, s.representation(ctx.ood_val, "ood_val"))
             params = tuned.params
-        out = score_cached(s, name, params, o.use_score_cache, ctx.say)
+        out = score_cached(s, name, params, o.use_score_cache, ctx.say, fit_split=o.fit_split)
     except Exception as e:  # a failing detector is recorded and the run goes on
         msg = f"{type(e).__name__}: {e}"
         ctx.say(f"detector {name} failed: {msg}")
@@ -190,10 +194,13 @@ def _score_job(job: Job, ctx: RunContext, s: Session, res: JobResult) -> None:
         res.record["tuning"] = tuned.as_dict()
     res.curves = {name: {**rowsmod.curves(s.data.tests, out.scores),
                          "paired": rowsmod.paired_replicates(s.data.tests, out.scores, seed)}}
-    res.rows = rowsmod.detector_rows(ctx.base(seed), lib, name, s.data.tests, out.scores, out.pvalues, o.n_boot,
+    res.rows = rowsmod.detector_rows(ctx.base(seed, name), lib, name, s.data.tests, out.scores, out.pvalues, o.n_boot,
                                      seed)
-    dep_rows, dep_curves = rowsmod.deployment_rows(ctx.base(seed), lib, name, s, out, o.n_boot, seed)
+    dep_rows, dep_curves = rowsmod.deployment_rows(ctx.base(seed, name), lib, name, s, out, o.n_boot, seed)
     res.rows, res.curves[name] = res.rows + dep_rows, {**res.curves[name], **dep_curves}
+    if out.meta.get("not_applicable_reason"):  # scored all the same; the leaderboard shows it apart
+        for r in res.rows:
+            r["not_applicable_reason"] = out.meta["not_applicable_reason"]
 
 
 class JobTimeout(BaseException):

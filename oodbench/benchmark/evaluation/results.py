@@ -23,7 +23,7 @@ import pandas as pd
 
 from oodbench.benchmark.evaluation import fileset
 
-COLUMNS = ["suite", "model", "seed", "tuning", "library", "detector", "test_set", "group", "metric", "value",
+COLUMNS = ["suite", "model", "seed", "tuning", "fit_split", "library", "detector", "test_set", "group", "metric", "value",
            "ci_low", "ci_high", "n_id", "n_ood", "status", "error", "run_id"]
 GROUPS = ("near", "far", "covariate")
 
@@ -65,7 +65,7 @@ def read(path) -> pd.DataFrame | None:
     if not p.exists():
         return None
     text = ("status", "error", "library", "group", "test_set", "detector", "metric", "suite", "model", "tuning",
-            "run_id")
+            "run_id", "fit_split", "not_applicable_reason")
     df = pd.read_csv(p, dtype={c: str for c in text}, keep_default_na=True)
     for c in text:
         if c in df.columns:

@@ -51,6 +51,7 @@ class RunOptions:
     use_score_cache: bool = True
     batch_size: int = 512
     tuning: str = "default"
+    fit_split: str = "train"  # what third-party baselines are fitted on: train (OpenOOD's protocol) | fit
     timeout: float | None = config.DEFAULT_TIMEOUT  # seconds per score job; None or 0: no limit
     jobs: int | None = 1  # worker processes; None: the number of cores (``--jobs``)
     executor: str = "auto"  # auto (serial for 1 job, else local) | serial | local | ray
@@ -82,7 +83,10 @@ def new_run_id() -> str:
 
 
 def out_dir(o: RunOptions, suite_d: dict) -> Path:
-    return Path(o.out) if o.out else Path("results") / (suite_d["name"] + ("-tuned" if o.tuning == "tuned" else ""))
+    """``results/<suite>`` (``-tuned`` in tuned mode, ``-fitsplit-fit`` when baselines are fitted on the
+    ``fit`` split: rows of the two protocols never share a folder) unless ``o.out`` is given."""
+    suffix = ("-tuned" if o.tuning == "tuned" else "") + ("-fitsplit-fit" if o.fit_split == "fit" else "")
+    return Path(o.out) if o.out else Path("results") / (suite_d["name"] + suffix)
 
 
 def default_detectors(device: str = "cpu") -> list[str]:
@@ -240,6 +244,9 @@ def _record(ctx: RunContext, collected, seeds, threads: int, t_data: float) -> d
         "detectors": dets,
         "failures": [jr.failure for jr in collected if jr.failure],
         "bootstrap": {"n_boot": o.n_boot, "ci": 0.95, "method": "stratified percentile"},
+        "fit_split": {"baselines": o.fit_split, "lab": "fit",
+                      "note": "third-party baselines are fitted on this ID split (train: the classifier's "
+                              "training split, OpenOOD's protocol); the lab's methods on fit, calibrated on cal"},
         "tuning": {"mode": o.tuning, "ood_val": getattr(ctx.ood_val, "name", None), "detectors": tuning},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

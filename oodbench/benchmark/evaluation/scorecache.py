@@ -2,7 +2,7 @@
 ``<cache>/scores/<representation key>/<detector>-<key>.npz``. The key hashes the detector's name,
 parameters, library version and source file, the device kind, the representations' content key
 (weights, network and extraction code: :attr:`~.features.RepresentationStore.key`), the session's
-seed and the checksums of every set the detector fits on or scores (train, fit, cal, ID test, each
+seed, the split it is fitted on and the checksums of every set the detector fits on or scores (train, fit, cal, ID test, each
 OOD test set), so edited detector code, a retrained classifier or other data is never served stale
 scores."""
 from __future__ import annotations
@@ -26,8 +26,8 @@ def code_hash(cls) -> str:
         return ""
 
 
-def key(name: str, det, rep_key: str, data, device: str = "cpu", seed: int = 0) -> str:
-    blob = json.dumps({"name": name, "params": det.get_params(), "lib": det.info.library_version,
+def key(name: str, det, rep_key: str, data, device: str = "cpu", seed: int = 0, fit_split: str = "fit") -> str:
+    blob = json.dumps({"name": name, "fit_split": fit_split, "params": det.get_params(), "lib": det.info.library_version,
                        "device": "cuda" if str(device).startswith("cuda") else "cpu",
                        "code": code_hash(type(det)), "representations": rep_key, "seed": int(seed),
                        "train": data.train.checksum, "fit": data.fit.checksum, "cal": data.cal.checksum,
@@ -36,10 +36,11 @@ def key(name: str, det, rep_key: str, data, device: str = "cpu", seed: int = 0) 
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def path_for(session, name: str, params: dict | None = None) -> Path:
+def path_for(session, name: str, params: dict | None = None, fit_split: str = "fit") -> Path:
+    """The entry of detector ``name`` fitted on split ``fit_split`` (the split it actually uses)."""
     det = registry.create(name, **(params or {}))
     rk = session.store.key
-    k = key(name, det, rk, session.data, session.device, session.seed)
+    k = key(name, det, rk, session.data, session.device, session.seed, fit_split)
     return session.cache / "scores" / rk / f"{name}-{k}.npz"
 
 

@@ -1,4 +1,5 @@
-"""One detector on one session: fit on the ID ``fit`` (and ``cal``) split, score the ID test set and
+"""One detector on one session: fit on the ID ``fit`` (and ``cal``) split (a third-party baseline on
+the ``train`` split when the run's fit split is ``train``: :func:`fit_split_of`), score the ID test set and
 every OOD test set, and the p-values of every scored set when the detector gives p-values (the ID
 test set's give the false-alarm rates, the others the guard's refusals); with the score cache in front
 (:mod:`.scorecache`; an entry from before every set had p-values is recomputed).
@@ -68,12 +69,34 @@ class _served_scores:
         self.det.__dict__.pop("score", None)
 
 
-def fit_and_score(session, name: str, params: dict | None = None) -> Scored:
-    """Fit detector ``name`` (with ``params`` over its defaults) and score every test set of ``session``."""
+FIT_SPLITS = ("train", "fit")
+
+
+def fit_split_of(name: str, fit_split: str = "train") -> str:
+    """The ID split detector ``name`` is fitted on when the run asks for ``fit_split``: a third-party
+    baseline (``follows_fit_split``) takes the run's choice — ``train``, the classifier's training
+    split (OpenOOD v1.5's protocol, comparable with published numbers), or ``fit``, the held-out
+    5,000-image split; every other detector (the lab's conformal methods) always ``fit``."""
+    if fit_split not in FIT_SPLITS:
+        raise ValueError(f"fit split {fit_split!r}: give one of {', '.join(FIT_SPLITS)}")
+    return fit_split if registry.get(name).follows_fit_split else "fit"
+
+
+def fit_representation(session, name: str, fit_split: str = "train"):
+    """The representation ``name`` is fitted on (see :func:`fit_split_of`)."""
+    if fit_split_of(name, fit_split) == "train":
+        return session.representation(session.data.train, "train")
+    return session.representation(session.data.fit, "fit")
+
+
+def fit_and_score(session, name: str, params: dict | None = None, fit_split: str = "train") -> Scored:
+    """Fit detector ``name`` (with ``params`` over its defaults) on the split :func:`fit_split_of`
+    chooses and score every test set of ``session``."""
     det = registry.create(name, **(params or {}))
     data, device, seed = session.data, session.device, session.seed
-    fit = session.representation(data.fit, "fit")
+    fit = fit_representation(session, name, fit_split)
     cal = session.representation(data.cal, "cal")
+    not_applicable = det.not_applicable(fit)
     tracemalloc.start()
     t0 = time.perf_counter()
     det.fit(fit, cal)
@@ -97,20 +120,26 @@ def fit_and_score(session, name: str, params: dict | None = None) -> Scored:
     tracemalloc.stop()
     meta = {"fit_seconds": t_fit, "score_seconds": t_score, "samples_scored": n_scored, "subsample": n_max,
             "throughput_per_s": n_scored / t_score if t_score > 0 else None, "peak_python_mb": peak / 2 ** 20,
-            "params": {k: repr(v) for k, v in det.get_params().items()}}
+            "params": {k: repr(v) for k, v in det.get_params().items()},
+            "fit_split": fit_split_of(name, fit_split), "fit_samples": len(fit),
+            "not_applicable_reason": not_applicable}
+    diag = det.diagnostics()
+    if diag:
+        meta["diagnostics"] = diag
     return Scored(det, scores, pvals or None, meta)
 
 
-def score_cached(session, name: str, params: dict | None = None, use_cache: bool = True, warn=print) -> Scored:
+def score_cached(session, name: str, params: dict | None = None, use_cache: bool = True, warn=print,
+                 fit_split: str = "train") -> Scored:
     """:func:`fit_and_score` behind the score cache: a cached entry is returned as it is
     (``meta["cached"] = True``); a computed one is stored. "Check, compute, store" holds the entry's
     lock (another process scoring the same entry waits and reuses it); a store that fails (read-only
     or full cache) is one warning, never a failure of the detector: its scores are used anyway."""
     if not use_cache:
-        res = fit_and_score(session, name, params)
+        res = fit_and_score(session, name, params, fit_split)
         res.meta["cached"] = False
         return res
-    path = scorecache.path_for(session, name, params)
+    path = scorecache.path_for(session, name, params, fit_split_of(name, fit_split))
     with entry_lock(path):  # cache failures are shown also in a quiet run (``warn`` may be silent)
         hit = scorecache.load(path, warn)
         if hit is not None:
@@ -119,7 +148,7 @@ def score_cached(session, name: str, params: dict | None = None, use_cache: bool
                 hit = None
         if hit is not None:
             return Scored(registry.create(name, **(params or {})), scores, pvals, {**meta, "cached": True})
-        res = fit_and_score(session, name, params)
+        res = fit_and_score(session, name, params, fit_split)
         write_or_warn(lambda: scorecache.save(path, res.scores, res.pvalues, res.meta), path)
     res.meta["cached"] = False
     return res

@@ -86,8 +86,8 @@ def leaderboard(df: pd.DataFrame, record: dict | None = None, summ: pd.DataFrame
             r[f"{grp}:rank"] = c.rank_range if c else ""
             if c and c.flag:
                 flags += [f for f in c.flag.split(",") if f not in flags]
-                reasons.append(f"{grp}: {c.flag_reason}")
-        r["flag"], r["flag_reason"] = ",".join(flags), " | ".join(reasons)
+                reasons.append((grp, c.flag_reason))
+        r["flag"], r["flag_reason"] = ",".join(flags), _reasons(reasons)
         for name in alarm_names:
             c = alarm_cells.get((lib, det, name))
             r[name], r[f"{name}:std"] = (c.mean, c.std) if c else (nan, nan)
@@ -124,6 +124,14 @@ NOTE = ("Values in %, OOD positive; FPR@95 = ID flagged at 95 % OOD detected (Op
         "bootstrap of the difference, Holm-corrected at 0.05) share a range, then the same on the rest. "
         "Flagged detectors (inverted, degenerate, not applicable) are listed apart and not ranked; "
         "95 % intervals of every number are in `summary.csv`.")
+
+
+def _reasons(reasons: list[tuple[str, str]]) -> str:
+    """Per-group flag reasons as one text; a reason shared by several groups is said once."""
+    by_reason: dict[str, list[str]] = {}
+    for grp, why in reasons:
+        by_reason.setdefault(why, []).append(grp)
+    return " | ".join(f"{', '.join(grps)}: {why}" for why, grps in by_reason.items())
 
 
 def provenance_warning(df: pd.DataFrame, record: dict) -> str:
