@@ -190,3 +190,60 @@ def test_open_set_restriction_renumbers_known_classes_and_keeps_held_out_labels(
     s = suites.get("mnist-open")
     assert s["id_classes"] == list(range(8))
     assert {t["name"] for t in s["tests"] if t["group"] == "novel"} == {"mnist-8", "mnist-9"}
+
+
+def test_a_suite_files_novel_set_is_streamed_as_a_new_class(data_dir, cache_dir, tmp_path, capsys):
+    """A suite file's ``group = "novel"`` set (a folder of one class the classifier never saw, unlabelled)
+    becomes one held-out class of the novelty protocol, named after the set; ``far`` sets are the junk."""
+    from oodbench.benchmark.cli import main
+    from oodbench.benchmark.data import datasets
+    from oodbench.benchmark.evaluation.novelty_protocol import NOVEL_CODE_BASE
+
+    fashion = datasets.load("fashionmnist", "test", data_dir, cache_dir)
+    np.savez(tmp_path / "trousers.npz", x=fashion.x[fashion.y == 1][:300])
+    suite = tmp_path / "novel.toml"
+    suite.write_text("""name = "novel-demo"
+max_test = 300
+[id]
+dataset = "mnist"
+[model]
+arch = "lenet"
+recipe = "smoke"
+[splits]
+train = 2000
+fit = 300
+cal = 300
+[[tests]]
+name = "trousers"
+group = "novel"
+path = "trousers.npz"
+[[tests]]
+name = "gaussian"
+group = "far"
+dataset = "gaussian"
+n = 300
+""")
+    out = tmp_path / "out"
+    rc = main(["novelty", str(suite), "--data-dir", str(data_dir), "--cache-dir", str(cache_dir), "--out", str(out),
+               "--stream-seeds", "1", "--window", "100", "--before", "2", "--after", "2", "--detectors",
+               "pytorch_ood.energy", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    import json
+
+    r = json.loads((out / "novelty.json").read_text())
+    assert r["pool"]["novel_classes"] == [NOVEL_CODE_BASE]
+    assert r["pool"]["class_names"] == {str(NOVEL_CODE_BASE): "trousers"}
+    assert r["pool"]["junk_sets"] == ["gaussian"] and r["pool"]["novel_sets"] == ["trousers"]
+    assert r["pool"]["sizes"]["trousers"] == 300
+    md = (out / "novelty.md").read_text()
+    assert "held-out classes trousers arrive" in md and "delay trousers" in md
+
+
+def test_suite_file_refuses_a_shifted_novel_set(tmp_path):
+    from oodbench.benchmark.data import suite_file
+
+    p = tmp_path / "bad.toml"
+    p.write_text('name = "bad"\n[id]\ndataset = "mnist"\n[model]\narch = "lenet"\n'
+                 '[[tests]]\nname = "blurred"\ngroup = "novel"\nshift = "blur"\n')
+    with pytest.raises(suite_file.SuiteFileError, match="group 'covariate'"):
+        suite_file.read(p)

@@ -43,7 +43,7 @@ def run(a):
     if a.detectors:
         o.detectors = tuple(a.detectors)
     r = evaluate(a.suite, o, cache=a.cache_dir, data_dir=a.data_dir, device=a.device, progress=not a.quiet)
-    out = a.out or f"results/{a.suite}"
+    out = a.out or f"results/{r['suite']}"  # the suite's name (also for a suite file)
     for p in write(r, out, "oodbench novelty " + " ".join(shlex.quote(x) for x in sys.argv[1:][1:])
                    if sys.argv[1:2] == ["novelty"] else ""):
         print(f"wrote {p}")

@@ -18,7 +18,8 @@ Session and the runner run it unchanged::
     [splits]                   # optional: train / fit / cal (and test) sizes and the seed
     [[tests]]
     name = "printed-digits"
-    group = "covariate"        # near | far | covariate
+    group = "covariate"        # near | far | covariate | novel (images of one class the classifier never
+                               # saw: `oodbench novelty` streams it as a new class; far sets are its junk)
     path = "data/printed"      # image folder (with or without class sub-folders) or .npz; or
     # dataset = "omniglot"     # a built-in set; or shift = "blur" and severity = 2 (of the ID test set)
     labels = true              # ID labels are valid: accuracy is computed
@@ -37,7 +38,7 @@ from oodbench.benchmark.data import datasets as datamod
 from oodbench.benchmark.data import shifts as shiftmod
 from oodbench.benchmark.data import user_images
 
-GROUPS = ("near", "far", "covariate")
+GROUPS = ("near", "far", "covariate", "novel")
 TOP = {"name": str, "description": str, "max_test": int, "id": dict, "model": dict, "splits": dict, "tests": list}
 ID = {"dataset": str, "path": str, "test_path": str, "fit_path": str, "cal_path": str, "train_path": str,
       "channels": int}

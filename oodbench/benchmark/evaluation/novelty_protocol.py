@@ -31,6 +31,8 @@ from oodbench.benchmark.evaluation import novelty_stream as ns
 from oodbench.detectors.novelty import NoveltyDetector, score_pvalues
 
 LAB = "stattest"
+#: truth code of the first unlabelled ``novel`` set (a suite file's folder of one new class); the next +1, …
+NOVEL_CODE_BASE = 1000
 BASELINES = ("pytorch_ood.energy", "pytorch_ood.knn")
 
 
@@ -81,7 +83,17 @@ def score_pool(session, detectors) -> tuple[ns.Pool, dict]:
                 pv[name][det_name] = score_pvalues(cal_scores, det.score(rep))
             ref_pv[det_name] = score_pvalues(cal_scores, cal_scores)
         timing[det_name] = time.perf_counter() - t0
-    pool = ns.build_pool([(name, code, rep.labels, rep.features, pv[name]) for name, code, rep in reps])
+    parts, names = [], {}
+    for name, code, rep in reps:
+        labels = np.asarray(rep.labels, np.int64)
+        # held-out classes of a labelled set (mnist-open's digits) keep their labels; an unlabelled
+        # novel set (a suite file's folder of images of one new class) gets a code of its own
+        if code is None and len(labels) and (labels < 0).all():
+            k = NOVEL_CODE_BASE + len(names)
+            labels, names[k] = np.full(len(labels), k, np.int64), name
+        parts.append((name, code, labels, rep.features, pv[name]))
+    pool = ns.build_pool(parts)
+    pool.class_names = names
     return pool, {"features": cal.features, "labels": cal.labels, "pvalues": ref_pv, "seconds": timing}
 
 
@@ -220,9 +232,13 @@ def evaluate(suite: str = "mnist-open", options: ProtocolOptions | None = None, 
                 trace[f"alarm:{det_name}"] = {"counts": alarm["counts"], "threshold": alarm["threshold"]}
         if progress:
             print(f"stream seed {s} done ({time.perf_counter() - t0:.0f} s)")
-    return {"suite": suite, "options": {**asdict(o), "detectors": list(o.detectors)},
+    return {"suite": session.name, **({"suite_file": str(suite)} if str(suite).endswith(".toml") else {}),
+            "options": {**asdict(o), "detectors": list(o.detectors)},
             "pool": {"sizes": {n: int(np.sum(pool.source == i)) for i, n in enumerate(pool.sources)},
-                     "novel_classes": pool.novel_classes},
+                     "novel_classes": pool.novel_classes,
+                     "class_names": {str(k): v for k, v in pool.class_names.items()},
+                     "junk_sets": [t.name for t in session.data.tests if t.group == "far"],
+                     "novel_sets": [t.name for t in session.data.tests if t.group == "novel"]},
             "classifier": {k: session.model_meta.get(k) for k in ("arch", "key", "seed")},
             "methods": {m: {"mean": aggregate(v), "per_seed": v} for m, v in methods.items()},
             "trace_seed0": trace, "seconds": {"scoring": t_score, "total": time.perf_counter() - t0,

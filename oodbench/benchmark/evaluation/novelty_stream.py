@@ -14,7 +14,7 @@ recur in a later window). Everything is a function of the seed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class Pool:
     sources: list  # set names
     features: np.ndarray  # (n, d) penultimate features
     pvalues: dict  # method -> (n,) p-values
+    class_names: dict = field(default_factory=dict)  # held-out class code -> what to call it in reports
 
     def __len__(self) -> int:
         return len(self.truth)

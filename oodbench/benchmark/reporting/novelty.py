@@ -18,13 +18,16 @@ def _f(v, digits=3):
 def markdown(r: dict, command: str = "") -> str:
     o = r["options"]
     novel = r["pool"]["novel_classes"]
+    names = r["pool"].get("class_names", {})
+    shown = [names.get(str(k), str(k)) for k in novel]
+    junk = r["pool"].get("junk_sets") or [n for n in r["pool"]["sizes"] if n != "id" and not n.startswith("mnist-")]
     lines = [f"# Novelty detection on `{r['suite']}`", "",
              "Does a pipeline declare the held-out classes as *new classes* (lab_methods.md §6), without",
              "declaring far-OOD junk? Streams of windows of "
              f"{o['window']} inputs: {o['n_before']} junk-only windows ({o['junk_frac']:.0%} junk: "
-             f"{', '.join(n for n in r['pool']['sizes'] if n != 'id' and not n.startswith('mnist-'))}; "
+             f"{', '.join(junk)}; "
              "the rest ID test images), then "
-             f"{o['n_after']} windows where the held-out classes {novel} arrive ({o['novel_frac']:.0%} of each window); "
+             f"{o['n_after']} windows where the held-out classes {', '.join(shown)} arrive ({o['novel_frac']:.0%} of each window); "
              f"{o['stream_seeds']} stream seeds, one classifier ({r['classifier'].get('arch')}, seed 0).", "",
              f"Pipeline: BH at q = {o['q']} on the window's p-values, PCA ({o['n_components']} dims, fitted on ID "
              f"`fit` features), {o['cluster']} clustering, min size {o['min_size']}; a cluster is declared when its "
@@ -33,7 +36,7 @@ def markdown(r: dict, command: str = "") -> str:
              f"Naive alarm: more inputs with p <= {o['alarm_level']} than Binomial(window, "
              f"{o['alarm_level']})'s 1 - alpha quantile.", "",
              "## Results (mean over stream seeds)", "",
-             "| method | detection rate | " + " | ".join(f"delay {k}" for k in novel)
+             "| method | detection rate | " + " | ".join(f"delay {n}" for n in shown)
              + " | false decl. / 1,000 junk-only windows | false decl. (all) | classes found / truth"
                " | purity | ARI | coverage |",
              "|---" * (8 + len(novel)) + "|"]
@@ -64,7 +67,7 @@ def markdown(r: dict, command: str = "") -> str:
             continue
         rows = []
         for s, a in enumerate(v["per_seed"]):
-            found = ", ".join(f"{k}: {'yes, delay ' + _f(a.get(f'delay_{k}')) if a.get(f'detected_{k}') else 'no'}"
+            found = ", ".join(f"{names.get(str(k), k)}: {'yes, delay ' + _f(a.get(f'delay_{k}')) if a.get(f'detected_{k}') else 'no'}"
                               for k in novel)
             rows.append(f"- seed {s}: {found}; false {a['false_declarations']} {a.get('false_main_source') or ''}; "
                         f"purity {_f(a['purity'])}; "
