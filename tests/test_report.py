@@ -163,3 +163,32 @@ def test_page_renders_in_headless_chromium(built, tmp_path):
     subprocess.run([exe, *flags, f"--screenshot={shot}", "--window-size=1400,2000",
                     (out / "mnist-smoke" / "report.html").as_uri()], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10000
+
+
+def test_openood_mnist_comparison_reads_both_summaries(tmp_path):
+    """The mnist report's comparison with OpenOOD's published table: per method published / OpenOOD's
+    LeNet here / our LeNet, far = mean over the published far sets we have."""
+    import pandas as pd
+
+    from oodbench.benchmark.reporting import published
+    from oodbench.benchmark.reporting.documents import Doc
+
+    def summary(v):
+        sets = ["fashionmnist", "notmnist", "near-mean", *published.FAR_SETS]
+        return pd.DataFrame([{"detector": "openood.msp", "metric": "auroc", "test_set": s, "mean": v, "n_seeds": 3}
+                             for s in sets])
+
+    for name, v in (("mnist", 0.97), ("mnist-openood", 0.9)):
+        (tmp_path / name).mkdir()
+        summary(v).to_csv(tmp_path / name / "summary.csv", index=False)
+    (tmp_path / "mnist-openood" / "gaps.md").write_text("Why the gaps.")
+    assert published.measured(summary(0.9), "openood.msp") == {
+        "fashionmnist": 90.0, "notmnist": 90.0, "near": 90.0, "far": 90.0, "n_seeds": 3}
+    doc = Doc("t")
+    published.section(doc, tmp_path / "mnist")
+    md = doc.render_md()
+    assert "| MSP      | 94.62 / 90.00 / 97.00 |" in md and "Why the gaps." in md and "mean of 3 seeds" in md
+    assert "| ODIN     | 96.55 / – / – " in md
+    empty = Doc("t")
+    published.section(empty, tmp_path / "mnist-openood")  # only the mnist report has it
+    assert "OpenOOD's published" not in empty.render_md()

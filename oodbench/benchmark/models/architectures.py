@@ -134,7 +134,34 @@ class ResNet18(Classifier):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-ARCHITECTURES = {"lenet": LeNet, "smallcnn": SmallCNN, "resnet18": ResNet18}
+class OpenOODLeNet(Classifier):
+    """OpenOOD v1.5's MNIST classifier (``openood/networks/lenet.py``: LeNet-5, conv 6-16-120, fc 84),
+    written here from its source: OpenOOD feeds MNIST as RGB (``Convert('RGB')``, three equal channels)
+    normalised with mean = std = 0.5 (no ``mnist`` entry in its normalisation table), so a grey input
+    is replicated to three channels first. Penultimate features are the 84 ReLU outputs of
+    ``classifier1`` (OpenOOD's ``return_feature``), seen as (N, 84, 1, 1) maps by activation-shaping
+    detectors, as OpenOOD's ``forward_threshold`` clips them."""
+
+    tap_layers = ("block1", "block2", "block3", "classifier1", "fc")
+
+    def __init__(self, num_classes=10, in_channels=1):
+        super().__init__()
+        self.in_channels = in_channels
+        self.norm = Normalize([0.5] * 3, [0.5] * 3)
+        self.block1 = nn.Sequential(nn.Conv2d(3, 6, 5, 1, padding=2), nn.ReLU(), nn.MaxPool2d(2))
+        self.block2 = nn.Sequential(nn.Conv2d(6, 16, 5, 1), nn.ReLU(), nn.MaxPool2d(2))
+        self.block3 = nn.Sequential(nn.Conv2d(16, 120, 5, 1), nn.ReLU())
+        self.classifier1 = nn.Linear(120, 84)
+        self.fc = nn.Linear(84, num_classes)
+
+    def feature_maps(self, x):
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = self.block3(self.block2(self.block1(self.norm(x))))
+        return F.relu(self.classifier1(torch.flatten(x, 1)))[:, :, None, None]
+
+
+ARCHITECTURES = {"lenet": LeNet, "smallcnn": SmallCNN, "resnet18": ResNet18, "lenet5_openood": OpenOODLeNet}
 
 
 def build(arch: str, in_channels: int, num_classes: int = 10) -> Classifier:

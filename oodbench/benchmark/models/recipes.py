@@ -28,6 +28,12 @@ RECIPES = {
     "lenet": Recipe("lenet", epochs=4, batch_size=128, lr=1e-3),
     "smallcnn": Recipe("smallcnn", epochs=12, batch_size=128, lr=0.05, optimizer="sgd", weight_decay=5e-4,
                        warmup_epochs=1, augment=True),
+    # OpenOOD v1.5's MNIST recipe (configs/pipelines/train/baseline.yml, configs/datasets/mnist/mnist.yml,
+    # openood/trainers/base_trainer.py, preprocessors/base_preprocessor.py): SGD Nesterov lr 0.1, momentum
+    # 0.9, weight decay 5e-4, 100 epochs of batch 128, cosine per step, random horizontal flip + crop
+    # 28 with padding 4 (OpenOOD's generic preprocessing, flips included)
+    "lenet5_openood": Recipe("lenet5_openood", epochs=100, batch_size=128, lr=0.1, optimizer="sgd",
+                             weight_decay=5e-4, augment=True),
     "resnet18": Recipe("resnet18", epochs=100, batch_size=512, lr=0.4, optimizer="sgd", weight_decay=5e-4,
                        warmup_epochs=5, label_smoothing=0.1, augment=True),
 }

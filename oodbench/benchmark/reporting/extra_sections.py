@@ -1,5 +1,6 @@
 """Report sections from the other analyses written into a suite's results folder, when present:
-``analysis/stattest.json`` (``oodbench analyse stattest``) and ``novelty.json`` (``oodbench novelty``).
+``analysis/stattest.json`` (``oodbench analyse stattest``), ``novelty.json`` (``oodbench novelty``) and, in
+the mnist report, the comparison with OpenOOD's published MNIST table (:mod:`.published`).
 Like the rest of the report they read results files only."""
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ TITLES = {"calibration": "Calibration on the ID test set", "layers": "Which laye
 
 
 def sections(doc, res) -> None:
+    from oodbench.benchmark.reporting import published
+
     _stattest(doc, res.folder)
     _novelty(doc, res.folder)
+    published.section(doc, res.folder)
 
 
 def _stattest(doc, folder) -> None:
