@@ -76,7 +76,8 @@ REASONS: dict[str, str] = {
                    "null space can: pinv ignores directions with no ID variance (LeNet's fc1 has dead units on "
                    "the fit split), the ridge weighs them by 1e6. Where both are below chance (mnist far-OOD and "
                    "covariate shift), that is Mahalanobis with a tied covariance on LeNet's fc1 features, not "
-                   "either library's covariance estimate",
+                   "either library's covariance estimate (the inverted sets shrink the features; they hardly "
+                   "activate the dead units: docs/investigations/mahalanobis_mnist.md)",
     "RMD": "as Mahalanobis (detector/rmd.py:108-113 vs postprocessors/rmds_postprocessor.py:57-70); the "
            "background term cancels most of the null-space difference",
     "KNN": "same method: pytorch-ood returns the k-th Euclidean distance of normalised features "
