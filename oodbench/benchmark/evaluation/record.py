@@ -21,11 +21,14 @@ def versions() -> dict:
 
 
 def git_commit() -> str:
-    """The repository's HEAD commit, with ``-dirty`` when tracked files are modified ("" outside git)."""
+    """The repository's HEAD commit, with ``-dirty`` when tracked files outside ``results/`` are modified ("" outside
+    git). The results folders are the runs' own outputs (a run rewrites its committed folder as it goes),
+    so they do not make the code that produced them dirty."""
     try:
         here = Path(__file__).resolve().parents[3]
         r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=here,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return r.stdout.strip() + ("-dirty" if dirty else "") if r.returncode == 0 else ""
     except Exception:
