@@ -65,8 +65,8 @@ REASONS: dict[str, str] = {
            "p^0.1 ~ 0.01, which reorders confident inputs",
     "KL matching": "same method (KL(p || class template), templates from the ID cal split; "
                    "detector/klmatching.py, postprocessors/kl_matching_postprocessor.py:21-22,61-67)",
-    "OpenMax": "different defaults and fit data: pytorch-ood tailsize 25, alpha 10, euclid_weight 1.0 on all fit "
-               "logits (detector/openmax/torch.py); OpenOOD tail 20 and alpha 3 hard-coded "
+    "OpenMax": "different defaults and fit data: pytorch-ood tailsize 25, alpha 10, euclid_weight 1.0 on all logits of its fit "
+               "data (the training split by default; detector/openmax/torch.py); OpenOOD tail 20 and alpha 3 hard-coded "
                "(postprocessors/openmax_postprocessor.py:16-18), 'eucos' distance with eu_weight 0.5 (:59-78), "
                "Weibull fits from libmr on correctly classified training samples; conf = -P(unknown) (:54)",
     "Mahalanobis": "covariance: pytorch-ood inverts the summed class scatter + 1e-6 I in float32 "
@@ -74,7 +74,7 @@ REASONS: dict[str, str] = {
                    "class-centred features, whose precision_ is the pseudo-inverse of the mean covariance "
                    "(postprocessors/mds_postprocessor.py:57-62). The 1/N factor cannot change ranks; the "
                    "null space can: pinv ignores directions with no ID variance (LeNet's fc1 has dead units on "
-                   "the fit split), the ridge weighs them by 1e6. Where both are below chance (mnist far-OOD and "
+                   "the training split), the ridge weighs them by 1e6. Where both are below chance (mnist far-OOD and "
                    "covariate shift), that is Mahalanobis with a tied covariance on LeNet's fc1 features, not "
                    "either library's covariance estimate (the inverted sets shrink the features; they hardly "
                    "activate the dead units: docs/investigations/mahalanobis_mnist.md)",
@@ -90,13 +90,13 @@ REASONS: dict[str, str] = {
             "postprocessors/dice_postprocessor.py:44-47)",
     "SHE": "same method (inner product with the mean feature of correctly classified samples of the predicted "
            "class)",
-    "NNGuide": "bank: pytorch-ood uses every fit sample and k=10 (detector/nnguide.py fit_features), OpenOOD keeps "
+    "NNGuide": "bank: pytorch-ood uses every sample it is fitted on (the training split by default) and k=10 (detector/nnguide.py fit_features), OpenOOD keeps "
                "only the first loader batches covering alpha = 1 % of the train set (one batch of 200 here) "
                "and K=100 (postprocessors/nnguide_postprocessor.py:46-62)",
     "fDBD": "same method (distance_as_normalizer=True in both)",
     "NCI": "alpha: 0 in pytorch-ood (detector/nci.py), 1e-4 in OpenOOD (configs nci.yml), which adds "
            "alpha * L1 norm of the feature",
-    "ReAct": "same method; the 90th-percentile clip comes from the fit split in pytorch-ood (fit_feature_maps) "
+    "ReAct": "same method; the 90th-percentile clip comes from the split it is fitted on in pytorch-ood (training by default) (fit_feature_maps) "
              "and from the ID val (cal) split in OpenOOD (postprocessors/react_postprocessor.py:28-40)",
     "ASH": "different variant and percentile: pytorch-ood ash-s at 0.65 on the feature maps (detector/ash.py:51, "
            "default variant 'ash-s'), OpenOOD ash_b at 90 on the pooled features (networks/ash_net.py:17-21, "
