@@ -206,7 +206,7 @@ path = "images/stripes"
      "model: missing (required: name, id, model, tests)"),
     (lambda s: s.replace('[model]\n', '[model]\ncolour = "red"\n'), "model.colour: unknown key (known keys: arch"),
     (lambda s: s.replace('group = "far"', 'group = "middle"'),
-     "tests[0] (stripes).group: expected one of near, far, covariate, got 'middle'"),
+     "tests[0] (stripes).group: expected one of near, far, covariate, novel, got 'middle'"),
     (lambda s: s.replace('input_size = [16, 16]', 'input_size = 16'), "model.input_size: expected an array, got 16"),
     (lambda s: s.replace('path = "images/stripes"', 'path = "images/nowhere"'),
      "tests[0] (stripes).path: expected an image folder or an .npz file;"),

@@ -77,7 +77,8 @@ def _run_facts(doc: Doc, res: SuiteResults) -> None:
              f"run finished {rec.get('timestamp', '?')}, git `{rec.get('git_commit', '?') or '?'}`",
              "versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v)),
              "splits: " + ", ".join(f"{k} {n}" for k, n in sorted((rec.get("split_sizes") or {}).items())),
-             f"bootstrap: {(rec.get('bootstrap') or {}).get('n_boot', '?')} resamples"]
+             f"bootstrap: {(rec.get('bootstrap') or {}).get('n_boot', '?')} resamples",
+             f"fit protocol: {_fit_text(rec)} (`--fit-split`; see the README)"]
     for s in rec.get("skipped_test_sets") or []:
         facts.append(f"skipped test set `{s.get('name')}`: {s.get('reason')}")
     doc.bullets(facts)
@@ -215,12 +216,22 @@ def _per_set_section(doc: Doc, res: SuiteResults, dets: list[str]) -> None:
         doc.table(headers, rows, keys, sortable=True)
 
 
+def _fit_text(rec: dict) -> str:
+    """What the detectors were fitted on, from the run record (older records: the fit split for all)."""
+    sizes = rec.get("split_sizes") or {}
+    fs = (rec.get("fit_split") or {}).get("baselines", "fit")
+    if fs == "train":
+        return (f"third-party baselines fitted on the {sizes.get('train', '?')}-image training split, the lab's "
+                f"methods on the {sizes.get('fit', '?')}-image fit split")
+    return f"fit on {sizes.get('fit', '?')} ID samples"
+
+
 def _cost_section(doc: Doc, rec: dict, costs: dict) -> None:
     """Fit and score time, throughput and peak memory per detector, and the representation extraction."""
     doc.h2("Cost", "cost")
     ext = rec.get("extraction") or {}
     doc.p("Per detector, median over seeds, measured by the run on cached representations "
-          f"(fit on {(rec.get('split_sizes') or {}).get('fit', '?')} ID samples; peak = Python allocations "
+          f"({_fit_text(rec)}; peak = Python allocations "
           "during fit + score, tracemalloc). Representation extraction: " +
           ", ".join(f"seed {s}: {e.get('forward_passes', '?')} forward passes in {num(e.get('forward_seconds'))} s, "
                     f"{e.get('cache_hits', '?')} cache hits" for s, e in sorted(ext.items())) + ".")
