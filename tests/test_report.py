@@ -192,3 +192,15 @@ def test_openood_mnist_comparison_reads_both_summaries(tmp_path):
     empty = Doc("t")
     published.section(empty, tmp_path / "mnist-openood")  # only the mnist report has it
     assert "OpenOOD's published" not in empty.render_md()
+
+
+def test_leaderboard_warns_about_a_classifier_seed_that_diverged():
+    import pandas as pd
+
+    from oodbench.benchmark.reporting.leaderboard import weak_seed_warning
+
+    rows = [{"detector": "classifier", "metric": "accuracy", "test_set": "id", "status": "ok", "seed": s, "value": v}
+            for s, v in ((0, 0.9886), (1, 0.1135), (2, 0.9868))]
+    msg = weak_seed_warning(pd.DataFrame(rows))
+    assert "seed 1 reaches 11.35 %" in msg and "98.86 %" in msg
+    assert weak_seed_warning(pd.DataFrame([r for r in rows if r["seed"] != 1])) == ""

@@ -134,6 +134,23 @@ def _reasons(reasons: list[tuple[str, str]]) -> str:
     return " | ".join(f"{', '.join(grps)}: {why}" for why, grps in by_reason.items())
 
 
+def weak_seed_warning(df: pd.DataFrame) -> str:
+    """A warning when a classifier seed's ID accuracy is under half the best seed's (a training run that
+    diverged, e.g. stuck at chance): its detector rows then measure nothing and pull the means down."""
+    acc = df[(df["detector"] == "classifier") & (df["metric"] == "accuracy") & (df["test_set"] == "id")
+             & (df["status"] == "ok")]
+    if acc["seed"].nunique() < 2:
+        return ""
+    per = acc.groupby("seed")["value"].mean()
+    weak = per[per < 0.5 * per.max()]
+    if weak.empty:
+        return ""
+    return ("**Weak classifier seed:** " + ", ".join(f"seed {int(k)} reaches {100 * v:.2f} % ID accuracy"
+                                                      for k, v in weak.items())
+            + f" against {100 * per.max():.2f} % for the best seed; its training probably diverged, and its rows "
+            "measure nothing. Rerun with other `--seeds` (see `run.json` → `models` for the final loss).")
+
+
 def provenance_warning(df: pd.DataFrame, record: dict) -> str:
     """A warning when the rows come from runs of more than one commit or environment (``run.json``'s
     ``runs``; rows without a ``run_id`` are from before run ids), else ""."""
@@ -164,6 +181,9 @@ def leaderboard_markdown(df: pd.DataFrame, record: dict | None = None, summ: pd.
         mixed = provenance_warning(df, record)
         if mixed:
             lines += [mixed, ""]
+    weak = weak_seed_warning(df)
+    if weak:
+        lines += [weak, ""]
     acc = df[(df["metric"] == "accuracy") & (df["status"] == "ok")]
     if len(acc):
         a = acc.groupby("test_set")["value"].agg(["mean", lambda v: v.std(ddof=1)])

@@ -82,6 +82,11 @@ def _run_facts(doc: Doc, res: SuiteResults) -> None:
     for s in rec.get("skipped_test_sets") or []:
         facts.append(f"skipped test set `{s.get('name')}`: {s.get('reason')}")
     doc.bullets(facts)
+    from oodbench.benchmark.reporting.leaderboard import weak_seed_warning
+
+    weak = weak_seed_warning(res.df)
+    if weak:
+        doc.p(weak)
     acc = accuracy(res)
     if acc:
         doc.p("Classifier accuracy (%): " + ", ".join(f"{t} {pct(m, s)}" for t, m, s in acc) + ".")
