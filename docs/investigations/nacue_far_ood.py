@@ -58,40 +58,35 @@ def pre_vs_post_relu(s, fit_split):
     print("identical:", all(abs(pre[k] - post_auc[k]) < 1e-9 for k in pre))
 
 
-def centre_states(s, n=1000):
+def nac_states(s, images, n=1000):
+    """NAC-UE's neuron states sigmoid(100 · z · ∂KL/∂z) per feature layer of the first ``n`` images (one
+    forward and backward pass), and their mean maximum softmax probability."""
     model = s.model.eval()
     mods = dict(model.named_modules())
     layers = feature_layers(model)
-
-    def measure(images):
-        rep = s.representation(images.subset(np.arange(min(n, len(images)))), "probe")
-        x = torch.cat(list(rep.inputs(batch_size=500))).requires_grad_(True)
-        cap = []
-        hooks = [mods[name].register_forward_hook(lambda mod, i, o: cap.append(o)) for name in layers]
-        try:
-            logits = model(x)
-        finally:
-            for h in hooks:
-                h.remove()
-        p = logits.softmax(1)
-        grads = torch.autograd.grad((-(p + 1e-12).log().mean(1)).sum(), cap)  # NAC-UE's KL to uniform
-        shares = {}
-        for name, z, g in zip(layers, cap, grads):
-            prod = z * g
-            prod = prod.mean((2, 3)) if prod.ndim == 4 else prod
-            shares[name] = float(((torch.sigmoid(100 * prod) - 0.5).abs() < 1e-3).float().mean())
-        return shares, float(p.detach().max(1).values.mean())
-
-    print("share of neuron states at the centre bin per layer, mean MSP")
-    for name, images in [("id_test", s.data.id_test)] + [(t.name, t.images) for t in s.data.tests
-                                                          if t.group == "far"]:
-        shares, msp = measure(images)
-        print(f"  {name:20s}", "  ".join(f"{k} {v:.3f}" for k, v in shares.items()), f"  MSP {msp:.3f}")
+    rep = s.representation(images.subset(np.arange(min(n, len(images)))), "probe")
+    x = torch.cat(list(rep.inputs(batch_size=500))).requires_grad_(True)
+    cap = []
+    hooks = [mods[name].register_forward_hook(lambda mod, i, o: cap.append(o)) for name in layers]
+    try:
+        logits = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    p = logits.softmax(1)
+    grads = torch.autograd.grad((-(p + 1e-12).log().mean(1)).sum(), cap)  # NAC-UE's KL to uniform
+    states = {}
+    for name, z, g in zip(layers, cap, grads):
+        prod = z * g
+        prod = prod.mean((2, 3)) if prod.ndim == 4 else prod
+        states[name] = torch.sigmoid(100 * prod).detach()
+    return states, float(p.detach().max(1).values.mean())
 
 
-def coverage(s, fit_split, n=1000):
-    """Per layer, the mean coverage phi = min(count / o_star, 1) of the states of 1,000 images, split
-    into states at the centre bin and the others (the fitted detector's own histograms)."""
+def states_and_coverage(s, fit_split, n=1000):
+    """Per set and layer: the share of states at the centre bin, the mean MSP, and the mean coverage
+    phi = min(count / o_star, 1) from the fitted detector's own histograms (all states; centre-bin
+    states / the others)."""
     from pytorch_ood.detector.nac import _bin_indices_geometric
 
     from oodbench.adapters import registry
@@ -99,33 +94,18 @@ def coverage(s, fit_split, n=1000):
 
     det = registry.create("pytorch_ood.nacue").fit(fit_representation(s, "pytorch_ood.nacue", fit_split))
     stats = det._det._stats
-    model = s.model.eval()
-    mods = dict(model.named_modules())
-    layers = feature_layers(model)
-    print("coverage phi per layer: all states (centre-bin states / the others)")
+    print("per layer: share of states at the centre bin; coverage phi (centre-bin states / the others); mean MSP")
     for name, images in [("id_test", s.data.id_test)] + [(t.name, t.images) for t in s.data.tests
                                                           if t.group == "far"]:
-        rep = s.representation(images.subset(np.arange(min(n, len(images)))), "probe")
-        x = torch.cat(list(rep.inputs(batch_size=500))).requires_grad_(True)
-        cap = []
-        hooks = [mods[ln].register_forward_hook(lambda mod, i, o: cap.append(o)) for ln in layers]
-        try:
-            logits = model(x)
-        finally:
-            for h in hooks:
-                h.remove()
-        p = logits.softmax(1)
-        grads = torch.autograd.grad((-(p + 1e-12).log().mean(1)).sum(), cap)
+        states, msp = nac_states(s, images, n)
         cells = []
-        for li, (z, g) in enumerate(zip(cap, grads)):
-            prod = z * g
-            prod = prod.mean((2, 3)) if prod.ndim == 4 else prod
-            state = torch.sigmoid(100 * prod).detach()
+        for li, (layer, state) in enumerate(states.items()):
             idx = _bin_indices_geometric(state, stats[li].m)
             phi = (stats[li].counts.gather(1, idx.T).T.float() / stats[li].o_star).clamp(max=1)
             centre = (state - 0.5).abs() < 1e-3
-            cells.append(f"{layers[li]} {phi.mean():.3f} ({phi[centre].mean():.3f} / {phi[~centre].mean():.3f})")
-        print(f"  {name:20s}", "  ".join(cells))
+            cells.append(f"{layer} centre {centre.float().mean():.3f} phi {phi.mean():.3f} "
+                         f"({phi[centre].mean():.3f} / {phi[~centre].mean():.3f})")
+        print(f"  {name:20s}", "  ".join(cells), f"  MSP {msp:.3f}")
 
 
 if __name__ == "__main__":
@@ -137,5 +117,4 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     session = Session("mnist", a.seed, "cpu", a.cache_dir)
     pre_vs_post_relu(session, a.fit_split)
-    centre_states(session)
-    coverage(session, a.fit_split)
+    states_and_coverage(session, a.fit_split)
