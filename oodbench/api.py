@@ -4,7 +4,7 @@
     res = oodbench.evaluate("model.pt", fit="data/fit", cal="data/cal", id_test="data/test",
                             tests={"printed": ("data/printed", "covariate"), "noise": (x_noise, "far")},
                             detectors=["pytorch_ood.msp", "pytorch_ood.energy"])
-    res.table        # the results table (pandas), as results.csv
+    res.table        # the results table (pandas), as results.csv.gz
     res.record       # the run record, as run.json
 
     suite = oodbench.Suite.from_file("my-suite.toml")

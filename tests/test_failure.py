@@ -1,5 +1,5 @@
 """Failure detection, full-spectrum metrics and the guard (oodbench.benchmark.evaluation.failure):
-known answers, then one mnist-smoke run showing the rows in results.csv and the report section."""
+known answers, then one mnist-smoke run showing the rows in results.csv.gz and the report section."""
 import math
 
 import numpy as np
@@ -114,6 +114,50 @@ def test_guard():
     assert math.isnan(failure.guard(p, 1.0, wrong)["accepted_accuracy"][0])  # everything refused
 
 
+def _sorted_runs(s, w):
+    order = np.argsort(s, kind="mergesort")
+    start = np.ones(s.size, bool)
+    start[1:] = s[order][1:] != s[order][:-1]
+    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, s.size + 1))])
+    return order, w[order].astype(np.int64), np.flatnonzero(start), harmonic
+
+
+@pytest.mark.parametrize("decimals", [1, 6])  # many ties, few ties
+def test_weighted_risk_metrics_equal_an_explicit_resample(decimals):
+    """The O(B·n) resample path gives exactly what :func:`failure.failure_metrics` gives on the
+    resampled data (all ones: the data itself), ties included."""
+    rng = np.random.default_rng(decimals)
+    s = np.round(rng.normal(size=800), decimals)
+    w = rng.random(800) < 0.1 + 0.3 * (s > 0.5)
+    order, ww, first, harmonic = _sorted_runs(s, w)
+    counts = np.stack([np.ones(800, np.int64)] + [np.bincount(rng.integers(0, 800, 800), minlength=800)
+                                                  for _ in range(3)])
+    got = failure._weighted_risk_metrics(ww, first, counts[:, order], harmonic)
+    for b, c in enumerate(counts):
+        idx = np.repeat(np.arange(800), c)
+        ref = failure.failure_metrics(s[idx], w[idx])
+        for k in failure.RISK_METRICS:
+            assert got[k][b] == pytest.approx(ref[k], abs=1e-12), (k, b)
+
+
+def test_risk_and_guard_replicates_are_seeded_and_bracket_the_value():
+    rng = np.random.default_rng(0)
+    s, w = rng.normal(size=2000), rng.random(2000) < 0.05
+    a, b = failure.risk_replicates(s, w, 200, seed=3), failure.risk_replicates(s, w, 200, seed=3)
+    assert all(np.array_equal(a[k], b[k]) for k in a) and a["aurc"].shape == (200,)
+    assert not np.array_equal(a["aurc"], failure.risk_replicates(s, w, 200, seed=4)["aurc"])
+    ref = failure.failure_metrics(s, w)
+    for k in failure.RISK_METRICS:
+        lo, hi = np.percentile(a[k], [2.5, 97.5])
+        assert lo <= ref[k] <= hi, k
+    p = rng.random(2000)
+    g = failure.guard_replicates(p, 0.05, w, 200, seed=3)
+    assert set(g) == {"refusal", "refusal_right", "refusal_wrong", "accepted_accuracy", "unguarded_accuracy",
+                      "accuracy_gain"}
+    assert np.allclose(g["accuracy_gain"], g["accepted_accuracy"] - g["unguarded_accuracy"])
+    assert abs(g["refusal"].mean() - 0.05) < 0.01 and failure.risk_replicates(s, w, 0)["aurc"].size == 0
+
+
 def test_mnist_smoke_rows_curves_and_report(data_dir, cache_dir, tmp_path):
     """msp (no p-values) and stattest (p-values) on mnist-smoke: failure-detection and full-spectrum rows
     for both, guard rows for stattest only, risk–coverage curves, and the report's sections."""
@@ -122,8 +166,12 @@ def test_mnist_smoke_rows_curves_and_report(data_dir, cache_dir, tmp_path):
 
     out = tmp_path / "mnist-smoke"
     res = runner.evaluate("mnist-smoke", detectors=["pytorch_ood.msp", "stattest"], data_dir=data_dir,
-                          cache_dir=cache_dir, out=out, threads=1, n_boot=0, progress=False)
+                          cache_dir=cache_dir, out=out, threads=1, n_boot=20, progress=False)
     df = res.table
+    ok = df[(df.status == "ok") & np.isfinite(df.value.astype(float))]
+    no_ci = ok[~np.isfinite(ok.ci_low.astype(float)) | ~np.isfinite(ok.ci_high.astype(float))]
+    assert no_ci.empty, no_ci[["detector", "test_set", "metric", "value"]].drop_duplicates("metric").to_string()
+    assert (ok.ci_low.astype(float) <= ok.ci_high.astype(float)).all()
     groups = {t["name"]: t["group"] for t in res.record["test_sets"]}
     cov = [t for t, g in groups.items() if g == "covariate"]
     ood = [t for t, g in groups.items() if g in ("near", "far")]

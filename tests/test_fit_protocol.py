@@ -49,7 +49,7 @@ def test_rows_record_the_fit_split_and_fit_goes_to_its_own_folder(data_dir, cach
     got = res.table[res.table["metric"] == "auroc"].groupby("detector")["fit_split"].unique()
     assert list(got["pytorch_ood.msp"]) == ["fit"] and list(got["stattest"]) == ["fit"]
     assert res.record["fit_split"]["baselines"] == "fit"
-    written = pd.read_csv(tmp_path / "o" / "results.csv")
+    written = pd.read_csv(tmp_path / "o" / "results.csv.gz")
     assert set(written["fit_split"].dropna()) == {"fit"}
     assert runner.out_dir(runner.RunOptions(fit_split="fit"), {"name": "mnist"}).name == "mnist-fitsplit-fit"
     assert runner.out_dir(runner.RunOptions(), {"name": "mnist"}).name == "mnist"

@@ -71,9 +71,12 @@ def test_local_and_ray_executors_give_the_serial_table(data_dir, cache_dir, tmp_
     assert local.record["executor"] == {"name": "local", "workers": 2}
     assert {j.get("worker") for j in local.record["jobs"]["log"]} <= {"w1", "w2"}
     pd.testing.assert_frame_equal(_table(serial), _table(local))
+    for res in (serial, local):  # every row names its run, whichever process computed it
+        assert set(res.table["run_id"]) == {res.record["run_id"]} and res.record["run_id"]
     pytest.importorskip("ray")
     ray = _run(data_dir, cache_dir, tmp_path, "ray", executor="ray")
     pd.testing.assert_frame_equal(_table(serial), _table(ray))
+    assert set(ray.table["run_id"]) == {ray.record["run_id"]}
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ merging never lets a failure erase good rows, and bad arguments are one-line err
 
 Uses tiny detectors registered for the test on the ``mnist-smoke`` suite (the classifier is the
 session's cached one)."""
+import gzip
 import json
 import os
 import shutil
@@ -68,7 +69,7 @@ def _kw(data_dir, cache_dir, out, **more):
 
 
 def _rows(out, det):
-    df = pd.read_csv(out / "results.csv", dtype={"error": str, "run_id": str}, keep_default_na=False)
+    df = pd.read_csv(out / "results.csv.gz", dtype={"error": str, "run_id": str}, keep_default_na=False)
     return df[df.detector == det]
 
 
@@ -143,12 +144,37 @@ def _write(folder, tag: str, value: float):
     output.merge_and_write(folder, _frame(tag, value), rec, {"0": {"d": {"tag": tag}}})
 
 
+def test_tables_are_gzipped_deterministically_and_a_plain_older_folder_is_read_and_converted(tmp_path):
+    """A folder written before the tables were gzipped (plain results.csv / curves.json) is read, merged
+    into and left with the gzipped files only; equal content gives equal bytes (reproducible commits)."""
+    old = tmp_path / "old"
+    _write(old, "A", 0.125)
+    for name, plain in results.LEGACY.items():  # turn it into a folder of the earlier layout
+        (old / plain).write_bytes(gzip.decompress((old / name).read_bytes()))
+        (old / name).unlink()
+    (old / "manifest.json").unlink()
+    assert set(results.read_table(old).run_id) == {"A"} and results.read_curves(old)["0"]["d"]["tag"] == "A"
+    frame = _frame("B", 0.875).assign(detector="e")
+    output.merge_and_write(old, frame, {"run_id": "B", "status": "complete", "model": "m", "device": "cpu",
+                                        "detectors": {"e": {"0": {}}}, "failures": []}, {"0": {"e": {"tag": "B"}}})
+    names = {p.name for p in old.iterdir()}
+    assert {"results.csv.gz", "curves.json.gz"} <= names and not names & set(results.LEGACY.values())
+    assert set(json.loads((old / "manifest.json").read_text())["files"]) >= {"results.csv.gz", "curves.json.gz"}
+    assert set(results.read_table(old).run_id) == {"A", "B"} and set(results.read_curves(old)["0"]) == {"d", "e"}
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write(a, "A", 0.125)
+    time.sleep(1.1)  # a gzip header with the time in it would differ now
+    _write(b, "A", 0.125)
+    assert (a / "results.csv.gz").read_bytes() == (b / "results.csv.gz").read_bytes()
+    assert (a / "curves.json.gz").read_bytes() == (b / "curves.json.gz").read_bytes()
+
+
 def _which_set(folder) -> str:
     """The run that wrote the folder, after checking that all four files come from it."""
     output.prepare(folder)  # reopening finishes or undoes an interrupted update
-    df = results.read(folder / "results.csv")
+    df = results.read_table(folder)
     tags = {set(df.run_id).pop(), json.loads((folder / "run.json").read_text())["run_id"],
-            json.loads((folder / "curves.json").read_text())["0"]["d"]["tag"]}
+            results.read_curves(folder)["0"]["d"]["tag"]}
     assert len(tags) == 1, f"mixed folder: {tags}"
     tag = tags.pop()
     assert ("87.5" if tag == "B" else "12.5") in (folder / "leaderboard.md").read_text()
@@ -199,9 +225,9 @@ def test_a_kill_between_output_writes_leaves_a_consistent_folder(tmp_path, monke
 def test_a_damaged_results_file_is_named(data_dir, cache_dir, tmp_path, capsys):
     folder = tmp_path / "s"
     _write(folder, "A", 0.125)
-    p = folder / "results.csv"
-    p.write_text(p.read_text()[:-20])  # truncated
-    with pytest.raises(Exception, match="results.csv"):
+    p = folder / "results.csv.gz"
+    p.write_bytes(p.read_bytes()[:-20])  # truncated
+    with pytest.raises(Exception, match="results.csv.gz"):
         output.prepare(folder)
     for argv in (["run", "mnist-smoke", "--detectors", "pytorch_ood.msp", "--data-dir", str(data_dir),
                   "--cache-dir", str(cache_dir), "--out", str(folder), "-q"],
@@ -209,10 +235,15 @@ def test_a_damaged_results_file_is_named(data_dir, cache_dir, tmp_path, capsys):
         rc = main(argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and str(p) in err[0] and "Traceback" not in err[0], (argv[0], err)
-    # a folder without a manifest (an older one) with a truncated results.csv is not merged silently either
+    # a folder without a manifest (an older one) with a truncated table is not merged silently either
     (folder / "manifest.json").unlink()
+    with pytest.raises(Exception, match="results.csv.gz: the file is truncated or damaged"):
+        results.read_table(folder)
+    p.unlink()
+    legacy = folder / "results.csv"  # nor one of the plain results.csv written before the tables were gzipped
+    legacy.write_text(results.csv_text(_frame("A", 0.125))[:-20])
     with pytest.raises(Exception, match="results.csv: line 3 is incomplete"):
-        results.read(p)
+        results.read_table(folder)
 
 
 # 4. merging ------------------------------------------------------------------------------------------
@@ -301,7 +332,7 @@ def test_bad_arguments_are_one_line_errors_before_any_compute(argv, message, dat
     assert message.replace("{tmp}", str(tmp_path)) in err[0] and "Traceback" not in err[0], err[0]
     assert elapsed < 20
     assert not [p for p in cache.rglob("*") if p.is_file()]  # nothing trained, extracted or cached
-    assert not (tmp_path / "out" / "results.csv").exists()
+    assert not (tmp_path / "out" / "results.csv.gz").exists()
 
 
 def test_debug_shows_the_traceback():

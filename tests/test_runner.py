@@ -56,8 +56,9 @@ def test_end_to_end_and_second_run_uses_the_cache(data_dir, cache_dir, tmp_path,
     acc = ok[ok["metric"] == "accuracy"].set_index("test_set")["value"]
     assert acc["id"] > 0.5 and any(t.startswith("mnist-") for t in acc.index)
     # files
-    assert set(p.name for p in tmp_path.iterdir()) >= {"results.csv", "run.json", "leaderboard.md"}
-    disk = pd.read_csv(tmp_path / "results.csv")
+    assert set(p.name for p in tmp_path.iterdir()) >= {"results.csv.gz", "curves.json.gz", "summary.csv", "run.json",
+                                                       "leaderboard.md"}
+    disk = pd.read_csv(tmp_path / "results.csv.gz")
     assert len(disk) == len(df)
     rj = json.loads((tmp_path / "run.json").read_text())
     assert rj["versions"]["pytorch-ood"] == "0.4.0" and rj["threads"] == 1 and rj["data_checksums"]
@@ -76,7 +77,7 @@ def test_end_to_end_and_second_run_uses_the_cache(data_dir, cache_dir, tmp_path,
     b = df2[(df2.detector.isin(SIX)) & (df2.status == "ok")].set_index(["detector", "test_set", "metric"])["value"]
     pd.testing.assert_series_equal(a.sort_index(), b.sort_index())
     # the merged file keeps the broken detectors' rows from the first run
-    assert set(broken) <= set(pd.read_csv(tmp_path / "results.csv")["detector"])
+    assert set(broken) <= set(pd.read_csv(tmp_path / "results.csv.gz")["detector"])
 
 
 def test_corrupt_representation_is_recomputed(mnist_smoke):

@@ -46,8 +46,8 @@ def test_cli_and_python_api_give_the_same_results_table(example, cache_dir, tmp_
                             tests={"dim": (img / "dim", "covariate"), "stripes": (img / "stripes", "far")},
                             detectors=DETS, name="own-model-example", input_size=(16, 16), n_boot=0,
                             cache_dir=cache_dir, write=True, out=tmp_path / "api")
-    cli = pd.read_csv(tmp_path / "cli" / "results.csv").drop(columns="run_id")  # each run has its own id
-    api = pd.read_csv(tmp_path / "api" / "results.csv").drop(columns="run_id")
+    cli = pd.read_csv(tmp_path / "cli" / "results.csv.gz").drop(columns="run_id")  # each run has its own id
+    api = pd.read_csv(tmp_path / "api" / "results.csv.gz").drop(columns="run_id")
     cli = cli[cli.test_set != "blur"]  # the suite file also has a built-in shift (not in the API call)
     cli = cli[~((cli.test_set == "covariate-mean"))]
     api = api[api.test_set != "covariate-mean"]
@@ -297,7 +297,7 @@ path = "{tmp_path / 'noise'}"
     rc, out, err = _cli(["run", str(suite), "--data-dir", str(data_dir), "--cache-dir", str(cache_dir), "--detectors",
                          *DETS, "--bootstrap", "0", "-q", "--out", str(tmp_path / "out")], capsys)
     assert rc == 0, err
-    df = pd.read_csv(tmp_path / "out" / "results.csv")
+    df = pd.read_csv(tmp_path / "out" / "results.csv.gz")
     acc = df[df.metric == "accuracy"]
     assert set(acc.test_set) == {"id", "inverted-digits"}
     auroc = df[df.metric == "auroc"]

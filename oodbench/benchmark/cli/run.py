@@ -59,8 +59,8 @@ def run(a):
     from oodbench.benchmark.reporting.leaderboard import leaderboard_markdown
 
     print(leaderboard_markdown(df, rec))
-    print(f"\nwrote {runner.out_dir(o, {'name': rec['suite']})}/results.csv, run.json, leaderboard.md in "
-          f"{rec['wall_seconds']:.1f} s ({sum(v['forward_passes'] for v in rec['extraction'].values())} forward passes)")
+    print(f"\nwrote {runner.out_dir(o, {'name': rec['suite']})}/results.csv.gz, summary.csv, run.json, "
+          f"leaderboard.md in {rec['wall_seconds']:.1f} s ({sum(v['forward_passes'] for v in rec['extraction'].values())} forward passes)")
     if rec["failures"]:
         print(f"{len(rec['failures'])} detector(s) failed: " + ", ".join(f["detector"] for f in rec["failures"]))
     return 0

@@ -107,6 +107,79 @@ def selective_risk(scores, wrong, coverage: float) -> float:
     return float(r[k - 1])
 
 
+RISK_METRICS = ("aurc", "eaurc") + tuple(f"risk@{round(100 * c)}" for c in COVERAGES)
+
+
+def _weighted_risk_metrics(ww: np.ndarray, first: np.ndarray, counts: np.ndarray, harmonic: np.ndarray) -> dict:
+    """``aurc``, ``eaurc`` and ``risk@*`` for a batch of resample counts, in O(B·n) without re-sorting.
+
+    ``ww``: wrong-prediction mask in ascending score order; ``first``: where each run of tied scores
+    starts in that order; ``counts``: (B, n) how often each sample is drawn (rows sum to ``N``);
+    ``harmonic[m] = 1 + 1/2 + … + 1/m``. A resample keeps the sorted order and its tie runs, so run
+    ``g`` covers positions ``F_g + 1 … F_g + W_g`` with ``E_g`` errors spread evenly (the tie rule of
+    :func:`selective_risks`); the risk at position ``F + j`` is ``(Eb + j e) / (F + j)`` with
+    ``e = E / W``, whose sum over ``j = 1 … W`` is ``E + (Eb − F e)(H(F + W) − H(F))``."""
+    c = counts.astype(np.int64)
+    N = int(c[0].sum())
+    W = np.add.reduceat(c, first, axis=1)
+    E = np.add.reduceat(c * ww, first, axis=1).astype(np.float64)
+    F = np.cumsum(W, axis=1) - W
+    Eb = np.cumsum(E, axis=1) - E
+    e = E / np.maximum(W, 1)
+    out = {"aurc": (E + (Eb - F * e) * (harmonic[F + W] - harmonic[F])).sum(1) / N}
+    K = E.sum(1)  # the oracle accepts every right prediction first: N − K error-free, then K errors
+    oracle = (K - (N - K) * (harmonic[N] - harmonic[(N - K).astype(np.int64)])) / N
+    out["eaurc"] = out["aurc"] - oracle
+    rows = np.arange(c.shape[0])
+    for cov in COVERAGES:
+        k = max(1, int(math.ceil(cov * N - 1e-9)))
+        g = (F + W < k).sum(1)  # the tie run holding position k
+        out[f"risk@{round(100 * cov)}"] = (Eb[rows, g] + (k - F[rows, g]) * e[rows, g]) / k
+    return out
+
+
+def risk_replicates(scores, wrong, n_boot: int, seed: int = 0, chunk: int = 100) -> dict[str, np.ndarray]:
+    """Bootstrap replicates ``{metric: (n_boot,)}`` of :data:`RISK_METRICS` on one labelled set, the set
+    resampled whole (so its error rate varies too) with the counts of stream 2 of
+    :func:`.metrics.resample_counts` — the same for every detector scored on the same samples."""
+    s, w = _as_arrays(scores, wrong)
+    n = s.size
+    if n_boot <= 0 or n == 0:
+        return {k: np.zeros(0) for k in RISK_METRICS}
+    order = np.argsort(s, kind="mergesort")
+    ss, ww = s[order], w[order].astype(np.int64)
+    start = np.ones(n, dtype=bool)
+    start[1:] = ss[1:] != ss[:-1]
+    first = np.flatnonzero(start)
+    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
+    parts = [_weighted_risk_metrics(ww, first, cnt[:, order], harmonic)
+             for cnt in metrics.resample_counts(seed, 2, n, n_boot, chunk)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in RISK_METRICS}
+
+
+def guard_replicates(pvalues, alpha: float, wrong=None, n_boot: int = 100, seed: int = 0,
+                     chunk: int = 100) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of :func:`guard`'s numbers (the set resampled whole, stream 2 as in
+    :func:`risk_replicates`): ``refusal`` and, with ``wrong``, the others and ``accuracy_gain``."""
+    p = np.asarray(pvalues, np.float64).ravel()
+    refused = p <= alpha
+    masks = {"refusal": (np.ones_like(refused), refused)}
+    if wrong is not None:
+        w = np.asarray(wrong, dtype=bool).ravel()
+        masks.update({"refusal_right": (~w, refused & ~w), "refusal_wrong": (w, refused & w),
+                      "accepted_accuracy": (~refused, ~refused & ~w), "unguarded_accuracy": (np.ones_like(w), ~w)})
+    out = {k: [] for k in masks}
+    for cnt in metrics.resample_counts(seed, 2, p.size, n_boot, chunk) if n_boot > 0 and p.size else ():
+        c = cnt.astype(np.float64)
+        for k, (den, num) in masks.items():
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[k].append(c @ num.astype(np.float64) / (c @ den.astype(np.float64)))
+    out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+    if wrong is not None:
+        out["accuracy_gain"] = out["accepted_accuracy"] - out["unguarded_accuracy"]
+    return out
+
+
 def risk_coverage_points(scores, wrong, grid: int = 100) -> dict[str, list]:
     """The risk–coverage curve at coverage ``1/grid … 1`` (``k = ceil(c n)``), small enough to commit."""
     r = selective_risks(scores, wrong)

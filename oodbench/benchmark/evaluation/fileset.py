@@ -1,7 +1,7 @@
 """A folder of files updated as one unit: a results folder is always one consistent set.
 
-A results folder holds several files that belong together (``results.csv``, ``run.json``,
-``curves.json``, ``leaderboard.md``). Writing them one after the other, each atomically, is not
+A results folder holds several files that belong together (``results.csv.gz``, ``run.json``,
+``curves.json.gz``, ``leaderboard.md``). Writing them one after the other, each atomically, is not
 enough: a run killed between two writes would leave ``results.csv`` of one run beside ``run.json`` of
 another. :func:`write_set` therefore
 
@@ -97,9 +97,11 @@ def read_manifest(folder) -> dict | None:
     return m
 
 
-def write_set(folder, files: dict[str, bytes | str], info: dict | None = None) -> None:
+def write_set(folder, files: dict[str, bytes | str], info: dict | None = None, remove=()) -> None:
     """Replace the files named in ``files`` in ``folder`` as one unit (see the module docstring); files
-    of the previous set that ``files`` does not name are kept. Call under :func:`lock`, after :func:`recover`."""
+    of the previous set that ``files`` does not name are kept, except those named in ``remove`` (files a
+    newer layout replaces), which leave the manifest and are deleted once the new set is in place. Call
+    under :func:`lock`, after :func:`recover`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stage = folder / STAGING
@@ -107,7 +109,7 @@ def write_set(folder, files: dict[str, bytes | str], info: dict | None = None) -
         shutil.rmtree(stage)
     stage.mkdir()
     old = read_manifest(folder) or {"files": {}}
-    hashes = dict(old["files"])
+    hashes = {k: v for k, v in old["files"].items() if k not in remove}
     for name, data in files.items():
         b = data.encode() if isinstance(data, str) else data
         _write_synced(stage / name, b)
@@ -116,6 +118,9 @@ def write_set(folder, files: dict[str, bytes | str], info: dict | None = None) -
     atomic_write(stage / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")  # the commit point
     _fsync_dir(stage)
     _roll_forward(folder)
+    for name in remove:
+        if name not in files:
+            (folder / name).unlink(missing_ok=True)
 
 
 def _roll_forward(folder: Path) -> None:

@@ -170,6 +170,13 @@ def _weights(seed: int, stream: int, n: int, n_boot: int, chunk: int) -> tuple:
     return tuple(out)
 
 
+def resample_counts(seed: int, stream: int, n: int, n_boot: int, chunk: int = 100) -> tuple:
+    """The bootstrap resample counts of ``n`` samples on one stream (0: ID, 1: OOD, 2: a labelled set
+    resampled whole, for failure detection and the guard), ``n_boot`` rows in chunks of ``chunk``; the same
+    for every detector given the same seed and size (so replicates are paired)."""
+    return _weights(int(seed), int(stream), int(n), int(n_boot), int(chunk))
+
+
 def _first_reaching(n, level: float) -> np.ndarray:
     """The smallest integer count c with ``c / n >= level`` (as float division decides it), per n."""
     n = np.asarray(n, dtype=np.int64)

@@ -70,16 +70,16 @@ def _merge_detectors(prev: dict, new: dict, run_id: str) -> dict:
 
 
 def merge_and_write(out_dir: Path, df, record: dict, curves: dict):
-    """Merge ``df`` into ``out_dir/results.csv`` (see :func:`.results.merge`), update ``run.json`` (this
+    """Merge ``df`` into ``out_dir/results.csv.gz`` (see :func:`.results.merge`), update ``run.json`` (this
     run's detector records over the earlier ones, and the history of runs with their environments) and
-    ``curves.json``, rewrite ``leaderboard.md``; all as one unit. Returns the merged table."""
+    ``curves.json.gz``, rewrite ``leaderboard.md``; all as one unit. Returns the merged table."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = dict(record)
     run_id = record.get("run_id", "")
     with fileset.lock(out_dir):
         fileset.recover(out_dir)
-        merged = results.merge(results.read(out_dir / "results.csv"), df)
+        merged = results.merge(results.read_table(out_dir), df)
         prev = read_json(out_dir / "run.json", {})
         keep = set(merged["detector"])
         dets = _merge_detectors(prev.get("detectors", {}), record["detectors"], run_id)
@@ -91,7 +91,7 @@ def merge_and_write(out_dir: Path, df, record: dict, curves: dict):
                          for f in record.get("failures", [])]}
         runs = [r for r in prev.get("runs", []) if not run_id or r.get("run_id") != run_id]
         record["runs"] = runs + [entry]
-        prev_curves = read_json(out_dir / "curves.json", {})
+        prev_curves = results.read_curves(out_dir)
         for sd, dets_c in curves.items():
             prev_curves.setdefault(sd, {}).update(dets_c)
         for sd in list(prev_curves):

@@ -13,8 +13,15 @@ from oodbench.benchmark.evaluation.scoring import subsample_index
 ALPHAS = (0.01, 0.05, 0.10)
 
 
+def _wilson(mask) -> dict:
+    """``ci_low`` / ``ci_high``: the Wilson score interval of a proportion."""
+    _, lo, hi, _ = failure.proportion(mask)
+    return {"ci_low": lo, "ci_high": hi}
+
+
 def accuracy_rows(session, base: dict) -> list[dict]:
-    """Accuracy of the classifier on the ID test set and on every covariate-shifted set."""
+    """Accuracy of the classifier on the ID test set and on every covariate-shifted set (Wilson
+    interval)."""
     d = session.data
     sets = [("id", "id", d.id_test)] + [(t.name, t.group, t.images) for t in d.tests if t.group == "covariate"]
     sets = [s for s in sets if (s[2].y >= 0).any()]  # a user's set without labels has no accuracy
@@ -22,15 +29,15 @@ def accuracy_rows(session, base: dict) -> list[dict]:
     for tname, grp, images in sets:
         preds = session.representation(images, tname).preds
         rows.append({**base, "library": "", "detector": "classifier", "test_set": tname, "group": grp,
-                     "metric": "accuracy", "value": float((preds == images.y).mean()), "n_id": len(images),
-                     "status": "ok"})
+                     "metric": "accuracy", "value": float((preds == images.y).mean()), **_wilson(preds == images.y),
+                     "n_id": len(images), "status": "ok"})
     return rows
 
 
 def detector_rows(base: dict, lib: str, name: str, tests, scores: dict, pvalues: dict | None, n_boot: int,
                   seed: int) -> list[dict]:
-    """Per-test-set metrics and group means, each with a 95 % bootstrap interval, and false-alarm rates
-    of one detector. A group mean's interval comes from the group mean of its sets' replicates (each
+    """Per-test-set metrics and group means, each with a 95 % bootstrap interval, and false-alarm rates (Wilson
+    intervals) of one detector. A group mean's interval comes from the group mean of its sets' replicates (each
     set's replicate ``b`` resamples the shared ID test samples with the same weights, as they are shared)."""
     rows, per_group, reps_group = [], {}, {}
     sid = scores["id"]
@@ -52,7 +59,7 @@ def detector_rows(base: dict, lib: str, name: str, tests, scores: dict, pvalues:
         for a in ALPHAS:
             rows.append({**base, "library": lib, "detector": name, "test_set": "id", "group": "id",
                          "metric": f"false_alarm@{a:.2f}", "value": float((pvalues["id"] <= a).mean()),
-                         "n_id": len(pvalues["id"]), "status": "ok"})
+                         **_wilson(pvalues["id"] <= a), "n_id": len(pvalues["id"]), "status": "ok"})
     return rows
 
 
@@ -126,44 +133,60 @@ def deployment_rows(base: dict, lib: str, name: str, session, scored, n_boot: in
     and every labelled covariate set, full-spectrum ``fs_auroc`` / ``fs_fpr95`` on every near / far set,
     and, with p-values, the guard (``refusal@a`` everywhere; ``refusal_right@a``, ``refusal_wrong@a``,
     ``accepted_accuracy@a``, ``accuracy_gain@a`` and ``unguarded_accuracy`` on labelled sets), with
-    group means; and ``{"risk_coverage": {set: curve}}`` for ``curves.json``."""
+    group means; and ``{"risk_coverage": {set: curve}}`` for ``curves.json``.
+
+    Intervals (95 %): ``fd_auroc`` a bootstrap stratified by right / wrong prediction; the risk metrics
+    and ``accuracy_gain`` a bootstrap of the whole set (:func:`.failure.risk_replicates`,
+    :func:`.failure.guard_replicates`); ``fs_*`` the stratified bootstrap of :mod:`.metrics`; the guard's
+    proportions Wilson score intervals. A group mean's interval is the percentile interval of the group
+    mean of its sets' replicates."""
     tests, scores, pv = session.data.tests, scored.scores, scored.pvalues
     group = {"id": "id", **{t.name: t.group for t in tests}}
     wrong = _outcomes(session, scored)
-    rows, per_group = [], {}
+    rows, per_group, reps_group = [], {}, {}
 
-    def add(key, metric, value, lo=np.nan, hi=np.nan, n_id=None, n_ood=None):
+    def add(key, metric, value, lo=np.nan, hi=np.nan, n_id=None, n_ood=None, reps=None):
+        if reps is not None and np.isnan(lo) and len(reps) and np.isfinite(reps).all():
+            lo, hi = metrics.percentile_ci(reps)
         rows.append(_row(base, lib, name, key, group[key], metric, value, lo, hi, n_id, n_ood))
         if group[key] != "id":
             per_group.setdefault((group[key], metric), []).append(value)
+            reps_group.setdefault((group[key], metric), []).append(reps)
 
     for key, w in wrong.items():
         s = scores[key]
-        ci = {}
+        reps = failure.risk_replicates(s, w, n_boot, seed)
         if n_boot and w.any() and not w.all():
-            ci = metrics.bootstrap(s[~w], s[w], n_boot=n_boot, seed=seed, metrics=("auroc",))
+            reps["fd_auroc"] = metrics.replicates(s[~w], s[w], n_boot=n_boot, seed=seed, metrics=("auroc",))["auroc"]
         for m, v in failure.failure_metrics(s, w).items():
-            lo, hi = ci.get("auroc", (np.nan, np.nan)) if m == "fd_auroc" else (np.nan, np.nan)
-            add(key, m, v, lo, hi, len(w), int(w.sum()))
+            add(key, m, v, n_id=len(w), n_ood=int(w.sum()), reps=reps.get(m))
     cov = [scores[t.name] for t in tests if t.group == "covariate"]
     ident = np.concatenate([scores["id"]] + cov)
     for t in tests:
         if t.group == "covariate":
             continue
-        for m, v in failure.full_spectrum(scores["id"], cov, scores[t.name]).items():  # no CI: ~1 s per set
-            add(t.name, m, v, n_id=len(ident), n_ood=len(scores[t.name]))
+        reps = metrics.replicates(ident, scores[t.name], n_boot, seed, ("auroc", "fpr95"))
+        for m, v in failure.full_spectrum(scores["id"], cov, scores[t.name]).items():
+            add(t.name, m, v, n_id=len(ident), n_ood=len(scores[t.name]), reps=reps[m[3:]])
     if pv is not None:
         for key in ["id"] + [t.name for t in tests]:
             if key not in pv:
                 continue
             for a in ALPHAS:
+                greps = failure.guard_replicates(pv[key], a, wrong.get(key), n_boot, seed)
                 for m, (v, lo, hi, n) in failure.guard(pv[key], a, wrong.get(key)).items():
                     if m != "unguarded_accuracy":
-                        add(key, f"{m}@{a:.2f}", v, lo, hi, n)
+                        add(key, f"{m}@{a:.2f}", v, lo, hi, n, reps=greps[m])
                     elif a == ALPHAS[0]:  # the same at every alpha
-                        add(key, m, v, lo, hi, n)
+                        add(key, m, v, lo, hi, n, reps=greps[m])
     for (grp, m), vals in per_group.items():
+        reps = reps_group[(grp, m)]
+        lo, hi = np.nan, np.nan
+        if all(r is not None and len(r) for r in reps) and len({len(r) for r in reps}) == 1:
+            mean = np.mean(reps, axis=0)
+            if np.isfinite(mean).all():
+                lo, hi = metrics.percentile_ci(mean)
         rows.append({**base, "library": lib, "detector": name, "test_set": f"{grp}-mean", "group": grp,
-                     "metric": m, "value": metrics.aggregate(vals), "status": "ok"})
+                     "metric": m, "value": metrics.aggregate(vals), "ci_low": lo, "ci_high": hi, "status": "ok"})
     rc = {key: failure.risk_coverage_points(scores[key], w) for key, w in wrong.items()}
     return rows, {"risk_coverage": rc}

@@ -3,7 +3,7 @@
 ``evaluate(suite, detectors, seeds)`` plans the run as a grid of jobs (:mod:`.jobs`: train the
 classifier of each seed, extract every representation once, score each detector), runs them with an
 executor, and returns a :class:`RunResult` — the tidy results table and the run record. With
-``write`` it also writes ``results.csv``, ``run.json``, ``curves.json`` and ``leaderboard.md`` to
+``write`` it also writes ``results.csv.gz``, ``run.json``, ``curves.json.gz`` and ``leaderboard.md`` to
 ``out`` (default ``results/<suite>/``), merged with earlier results of other detectors there.
 
 The arguments are checked before any compute (:mod:`.arguments`). The output folder is updated

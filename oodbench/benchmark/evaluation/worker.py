@@ -60,7 +60,7 @@ def spec(ctx, threads: int) -> dict:
     classes = {n: (registry.get(n).__module__, registry.get(n).__qualname__) for n in ctx.detectors}
     return {"suite": ctx.suite, "detectors": list(ctx.detectors),
             "options": {**dataclasses.asdict(ctx.options), "progress": False, "write": False},
-            "sys_path": user_paths(), "classes": classes, "threads": int(threads)}
+            "sys_path": user_paths(), "classes": classes, "threads": int(threads), "run_id": ctx.run_id}
 
 
 def context_from_spec(sp: dict):
@@ -78,7 +78,8 @@ def context_from_spec(sp: dict):
         if name not in known:  # registered at run time in the parent (a test, a notebook)
             registry.register(name)(registry.load_object(f"{mod}:{qual}"))
     config.set_threads(sp["threads"])
-    ctx = RunContext(sp["suite"], sp["detectors"], RunOptions(**sp["options"]), say=_say)
+    ctx = RunContext(sp["suite"], sp["detectors"], RunOptions(**sp["options"]), run_id=sp.get("run_id", ""),
+                     say=_say)
     ctx.prepare_tuning()
     return ctx
 

@@ -1,13 +1,13 @@
 """Reports built from results files alone: one Markdown report and one self-contained HTML page per
 suite, and one library comparison.
 
-    oodbench report                      # every results/<suite>/ that has a results.csv, + comparison
+    oodbench report                      # every results/<suite>/ that has a results table, + comparison
     oodbench report --results DIR --out DIR --suites mnist
 
     from oodbench.benchmark.reporting import write_reports
     write_reports("results")             # the same from Python; returns the written paths
 
-Inputs per suite (written by ``oodbench run``): ``results.csv``, ``run.json`` and ``curves.json``; and,
+Inputs per suite (written by ``oodbench run``): ``results.csv.gz``, ``run.json`` and ``curves.json.gz``; and,
 when present, ``<results>/ease/ease.json`` (``oodbench ease``) for the ease-of-use, cost, robustness
 and code-quality tables. Nothing else is read: no scores, no models, no registry, so a report can be
 regenerated on any machine and diffed.

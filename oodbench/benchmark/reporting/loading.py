@@ -2,11 +2,12 @@
 
 ``oodbench run <suite>`` writes ``results/<suite>/`` with
 
-* ``results.csv``: the long-form table, one row per (seed, detector, test set, metric); see
+* ``results.csv.gz``: the long-form table (gzipped CSV; older folders: ``results.csv``), one row per
+  (seed, detector, test set, metric); see
   :mod:`oodbench.benchmark.evaluation.results` for its columns;
 * ``run.json``: the run record (model, seeds, versions, split sizes, per-detector timings and
   metadata, failures);
-* ``curves.json``: per seed and detector, ROC points on a fixed FPR grid and score histograms.
+* ``curves.json.gz``: per seed and detector, ROC points on a fixed FPR grid and score histograms.
 
 ``oodbench ease`` writes ``results/ease/ease.json`` (ease of use, robustness probes, code quality).
 A missing or unreadable JSON file is read as empty, so a report still builds from a partial folder.
@@ -23,19 +24,19 @@ from oodbench.benchmark.io import read_json
 
 
 class SuiteResults:
-    """The results files of one suite: ``df`` (``results.csv``), ``record`` (``run.json``) and
-    ``curves`` (``curves.json``), plus what the reports need from them again and again: the suite
+    """The results files of one suite: ``df`` (``results.csv.gz``), ``record`` (``run.json``) and
+    ``curves`` (``curves.json.gz``), plus what the reports need from them again and again: the suite
     name, ``test_sets`` as ``(name, group)`` pairs in the run's order, and the sorted ``seeds``."""
 
     def __init__(self, folder):
         self.folder = Path(folder)
         fileset.check(self.folder)  # finish an interrupted update; a damaged file is named
-        df = results.read(self.folder / "results.csv")
+        df = results.read_table(self.folder)
         if df is None:
-            raise FileNotFoundError(f"{self.folder / 'results.csv'} not found (run `oodbench run <suite>` first)")
+            raise FileNotFoundError(f"{results.path_of(self.folder)} not found (run `oodbench run <suite>` first)")
         self.df = df
         self.record = read_json(self.folder / "run.json", {})
-        self.curves = read_json(self.folder / "curves.json", {})
+        self.curves = results.read_curves(self.folder)
         self.suite = str(df["suite"].iloc[0]) if len(df) else self.folder.name
         test_sets = self.record.get("test_sets") or []
         if not test_sets:  # fall back on the CSV
@@ -51,9 +52,9 @@ class SuiteResults:
 
 
 def find_suites(results_dir) -> list[Path]:
-    """Folders under ``results_dir`` that hold a ``results.csv`` (sorted by name)."""
+    """Folders under ``results_dir`` that hold a results table (sorted by name)."""
     root = Path(results_dir)
-    return sorted(p.parent for p in root.glob("*/results.csv"))
+    return sorted(p for p in root.glob("*/") if results.has_table(p))
 
 
 def load_ease(results_dir) -> dict:

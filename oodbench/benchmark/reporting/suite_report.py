@@ -64,7 +64,8 @@ def suite_report(res: SuiteResults, ease: dict | None = None) -> Doc:
         doc.h2("Failures", "failures")
         doc.table(["detector", "seed", "error"], [[f["detector"], str(f["seed"]), f["error"][:200]]
                                                   for f in sorted(fails, key=lambda f: (f["detector"], f["seed"]))])
-    doc.p(f"Regenerate with `oodbench report` from `{res.folder.name}/results.csv`, `run.json` and `curves.json`.")
+    doc.p(f"Regenerate with `oodbench report` from `{res.folder.name}/results.csv.gz`, `run.json` and "
+          "`curves.json.gz`.")
     return doc
 
 
