@@ -215,6 +215,20 @@ def train_vae(model, x_train: np.ndarray, x_val: np.ndarray | None, epochs: int,
             "n_val": 0 if xv is None else len(xv)}
 
 
+def mutate(x_uint8: np.ndarray, rate: float, seed: int) -> np.ndarray:
+    """A copy of uint8 images with each value replaced, with probability ``rate``, by a uniform random
+    value in 0…255 (seeded): the perturbed training data of the *background* model of Ren et al. (2019,
+    "Likelihood ratios for out-of-distribution detection", §3.1), which learns the population-level
+    statistics (e.g. how much background an image has) but not the semantics of the ID data."""
+    if not 0 <= rate <= 1:
+        raise ValueError(f"mutation rate must be in [0, 1], got {rate}")
+    rng = np.random.default_rng([int(seed), 7])
+    x = np.array(x_uint8, dtype=np.uint8, copy=True)
+    hit = rng.random(x.shape) < rate
+    x[hit] = rng.integers(0, 256, size=int(hit.sum()), dtype=np.uint8)
+    return x
+
+
 @torch.no_grad()
 def neg_elbo(model, x: torch.Tensor, z_mode="mean", k=1, batch_size=1024, device="cpu", seed=0, parts=False):
     """Per-sample −ELBO (or (recon, kl, −ELBO) with ``parts``) of float inputs, in batches."""

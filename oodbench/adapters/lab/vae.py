@@ -11,7 +11,8 @@ import torch
 from oodbench.adapters.base import Detector, DetectorInfo
 from oodbench.detectors.pvalues import conformal_p
 from oodbench.detectors.sampling import seeded_subset
-from oodbench.detectors.vae import SCORES, Z_MODES, as_input, build_vae, neg_elbo, per_sample_grads, train_vae
+from oodbench.detectors.vae import (SCORES, Z_MODES, as_input, build_vae, mutate, neg_elbo, per_sample_grads,
+                                    train_vae)
 
 
 
@@ -143,3 +144,46 @@ class VAETypicalityDetector(VAEDetector):
                  hidden: int = 400, latent: int | None = None, lr: float = 1e-3, batch_size: int = 128,
                  min_steps: int = 200, ref_max: int = 10000):
         super().__init__(statistic, z_mode, k, epochs, hidden, latent, lr, batch_size, min_steps, ref_max)
+
+
+class VAELikelihoodRatioDetector(VAEDetector):
+    """The likelihood ratio of Ren et al. (2019) with VAEs: ``−ELBO(x) under the ID VAE − (−ELBO(x) under
+    a background VAE)``, i.e. minus the log-likelihood ratio (higher = more OOD). The background VAE has
+    the same architecture and schedule but is trained on the ID train split with every pixel value
+    replaced, with probability ``mutation``, by a random one (:func:`~oodbench.detectors.vae.mutate`;
+    validation on the equally mutated ``fit`` split). Both models explain the population-level part of
+    the likelihood (how much of the image is background, overall intensity) — what makes a VAE on
+    FashionMNIST find MNIST digits "more likely" — and the ratio keeps the ID-specific part.
+    ``mutation = 0.2``: the middle of the 0.1-0.3 range Ren et al. searched (their choice was made on
+    OOD validation data, which this detector does not use)."""
+
+    info = DetectorInfo(library="oodbench-lab", paper="Ren et al., NeurIPS 2019 (likelihood ratios); lab spec §3",
+                        needs_fit=True, cpu_ok=True,
+                        notes="same ID VAE as `vae` + a background VAE trained on mutated ID train images "
+                              "(rate 0.2); score = -ELBO_ID - (-ELBO_background); conformal p-value on cal")
+
+    def __init__(self, mutation: float = 0.2, z_mode: str = "mean", k: int = 16, epochs: int | None = None,
+                 hidden: int = 400, latent: int | None = None, lr: float = 1e-3, batch_size: int = 128,
+                 min_steps: int = 200):
+        super().__init__("elbo", z_mode, k, epochs, hidden, latent, lr, batch_size, min_steps)
+        self.mutation = mutation
+
+    def fit(self, fit, cal=None):
+        super().fit(fit, None)  # the ID VAE (shared with `vae` through the checkpoint cache)
+        ctx = fit.context
+        train, val, seed = ctx.require_train("the VAE likelihood-ratio detector"), fit.images, int(ctx.seed)
+        cfg = {**self._config(train.x, self.device_), "background_mutation": float(self.mutation)}
+        self.background_, self.background_log_ = ctx.load_or_train(
+            "vae", cfg, f"{train.checksum}|val:{val.checksum}", seed,
+            build=lambda: build_vae(train.x, cfg["hidden"], cfg["latent"]),
+            train=lambda m: train_vae(m, mutate(train.x, self.mutation, seed), mutate(val.x, self.mutation, seed + 1),
+                                      cfg["epochs"], cfg["batch_size"], cfg["lr"], seed, self.device_,
+                                      bool(ctx.progress), cfg["min_steps"]))
+        self.background_.to(self.device_).eval()
+        self.cal_scores_ = self._score_images(cal.images.x) if cal is not None else None
+        return self
+
+    def _score_images(self, x_uint8) -> np.ndarray:
+        bg = neg_elbo(self.background_, as_input(x_uint8, self.background_), self.z_mode, self.k,
+                      device=self.device_, seed=self.seed_)
+        return self._elbo_neg(x_uint8) - bg
