@@ -128,6 +128,15 @@ def _row(base, lib, name, test_set, group, metric, value, lo=np.nan, hi=np.nan, 
             "value": float(value), "ci_low": lo, "ci_high": hi, "n_id": n_id, "n_ood": n_ood, "status": "ok"}
 
 
+def _finite_ci(reps) -> tuple[float, float]:
+    """The percentile interval of the finite replicates, when at least half are finite (a replicate is
+    undefined when its resample has no sample of a kind, e.g. no accepted prediction at all: the interval
+    is then conditional on the quantity being defined); else (NaN, NaN)."""
+    r = np.asarray(reps if reps is not None else [], dtype=np.float64)
+    ok = r[np.isfinite(r)]
+    return metrics.percentile_ci(ok) if len(ok) and 2 * len(ok) >= len(r) else (np.nan, np.nan)
+
+
 def deployment_rows(base: dict, lib: str, name: str, session, scored, n_boot: int, seed: int):
     """Rows of failure detection (``fd_auroc``, ``aurc``, ``eaurc``, ``risk@80/90/95``) on the ID test set
     and every labelled covariate set, full-spectrum ``fs_auroc`` / ``fs_fpr95`` on every near / far set,
@@ -139,15 +148,15 @@ def deployment_rows(base: dict, lib: str, name: str, session, scored, n_boot: in
     and ``accuracy_gain`` a bootstrap of the whole set (:func:`.failure.risk_replicates`,
     :func:`.failure.guard_replicates`); ``fs_*`` the stratified bootstrap of :mod:`.metrics`; the guard's
     proportions Wilson score intervals. A group mean's interval is the percentile interval of the group
-    mean of its sets' replicates."""
+    mean of its sets' replicates. Replicates that are undefined (:func:`_finite_ci`) are left out."""
     tests, scores, pv = session.data.tests, scored.scores, scored.pvalues
     group = {"id": "id", **{t.name: t.group for t in tests}}
     wrong = _outcomes(session, scored)
     rows, per_group, reps_group = [], {}, {}
 
     def add(key, metric, value, lo=np.nan, hi=np.nan, n_id=None, n_ood=None, reps=None):
-        if reps is not None and np.isnan(lo) and len(reps) and np.isfinite(reps).all():
-            lo, hi = metrics.percentile_ci(reps)
+        if reps is not None and np.isnan(lo) and np.isfinite(value):
+            lo, hi = _finite_ci(reps)
         rows.append(_row(base, lib, name, key, group[key], metric, value, lo, hi, n_id, n_ood))
         if group[key] != "id":
             per_group.setdefault((group[key], metric), []).append(value)
@@ -183,9 +192,7 @@ def deployment_rows(base: dict, lib: str, name: str, session, scored, n_boot: in
         reps = reps_group[(grp, m)]
         lo, hi = np.nan, np.nan
         if all(r is not None and len(r) for r in reps) and len({len(r) for r in reps}) == 1:
-            mean = np.mean(reps, axis=0)
-            if np.isfinite(mean).all():
-                lo, hi = metrics.percentile_ci(mean)
+            lo, hi = _finite_ci(np.mean(reps, axis=0))
         rows.append({**base, "library": lib, "detector": name, "test_set": f"{grp}-mean", "group": grp,
                      "metric": m, "value": metrics.aggregate(vals), "ci_low": lo, "ci_high": hi, "status": "ok"})
     rc = {key: failure.risk_coverage_points(scores[key], w) for key, w in wrong.items()}
