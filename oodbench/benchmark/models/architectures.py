@@ -161,7 +161,95 @@ class OpenOODLeNet(Classifier):
         return F.relu(self.classifier1(torch.flatten(x, 1)))[:, :, None, None]
 
 
-ARCHITECTURES = {"lenet": LeNet, "smallcnn": SmallCNN, "resnet18": ResNet18, "lenet5_openood": OpenOODLeNet}
+class AirbenchBatchNorm(nn.BatchNorm2d):
+    """Batch normalisation as airbench94 uses it (``BatchNorm`` in legacy/airbench94.py of
+    github.com/KellerJordan/cifar10-airbench): the scale is frozen at 1 and only the shift is trained;
+    eps is 1e-12. airbench's ``momentum=0.6`` means running = 0.6 * running + 0.4 * batch statistic,
+    i.e. PyTorch's ``momentum=0.4`` (PyTorch weighs the new batch by ``momentum``)."""
+
+    def __init__(self, channels, momentum=0.6, eps=1e-12):
+        super().__init__(channels, eps=eps, momentum=1 - momentum)
+        self.weight.requires_grad_(False)
+
+
+def _identity_conv3x3(cin, cout):
+    """A 3×3 convolution without bias, "same" padding, default (Kaiming-uniform) weights, whose first
+    ``cin`` filters are then set to pass their input channel through unchanged (Dirac): airbench's
+    partial identity initialisation (``Conv.reset_parameters`` in airbench94.py)."""
+    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[:cin])
+    return conv
+
+
+class AirbenchGroup(nn.Module):
+    """One of airbench94's three conv groups (``ConvGroup``): conv3×3 → max-pool 2 → BN → GELU →
+    conv3×3 → BN → GELU; the spatial size halves (rounding down)."""
+
+    def __init__(self, cin, cout, bn_momentum=0.6):
+        super().__init__()
+        self.conv1 = _identity_conv3x3(cin, cout)
+        self.norm1 = AirbenchBatchNorm(cout, bn_momentum)
+        self.conv2 = _identity_conv3x3(cout, cout)
+        self.norm2 = AirbenchBatchNorm(cout, bn_momentum)
+
+    def forward(self, x):
+        x = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
+        return F.gelu(self.norm2(self.conv2(x)))
+
+
+class AirbenchNet(Classifier):
+    """The network of airbench94 (Keller Jordan, "94% on CIFAR-10 in 3.29 seconds on a single GPU",
+    arXiv 2404.00498; ``make_net`` in legacy/airbench94.py of github.com/KellerJordan/cifar10-airbench),
+    written here from that description, for 32×32 RGB on CPU. Train it with
+    :func:`oodbench.benchmark.models.airbench.train`: it sets the whitening layer from the training images.
+
+    * ``whiten``: a 2×2 convolution without padding (32×32 → 31×31) whose weights are fixed, never
+      trained: the eigenvectors of the covariance of 2×2 training patches, each divided by the square
+      root of its eigenvalue, and their negatives (so the GELU after it keeps both signs):
+      2 · 3 · 2 · 2 = 24 channels. Its bias is trained for the first epochs only (the recipe's
+      ``whiten_bias_epochs``), as airbench94 does. GELU follows.
+    * ``block1``..``block3``: :class:`AirbenchGroup` of ``widths`` channels (airbench94: 64, 256, 256),
+      31×31 → 15 → 7 → 3×3. ``feature_maps`` returns ``block3``'s output, (N, widths[-1], 3, 3).
+    * ``pool``: global max over the 3×3 positions (airbench94's ``MaxPool2d(3)``) times ``scale``:
+      the penultimate features (N, widths[-1]).
+    * ``fc``: linear head. airbench94's head has no bias and its logits are multiplied by 1/9; here the
+      1/9 is applied to the pooled features instead (the same function and the same gradients, since
+      W·(z/9) = (W·z)/9), so that ``fc(pool(maps))`` are the logits, as detectors that read ``fc``
+      assume; ``fc`` keeps a bias (detectors read ``fc.bias``) that is frozen at zero.
+
+    No test-time augmentation: ``forward`` is one plain pass (airbench94 reports its 94 % with flip
+    and translate test-time augmentation, which detectors must not see)."""
+
+    tap_layers = ("block1", "block2", "block3", "fc")
+
+    def __init__(self, num_classes=10, in_channels=3, widths=(64, 256, 256), bn_momentum=0.6, scale=1 / 9):
+        super().__init__()
+        self.norm = Normalize([0.4914, 0.4822, 0.4465][:in_channels], [0.2470, 0.2435, 0.2616][:in_channels])
+        self.whiten = nn.Conv2d(in_channels, 2 * in_channels * 2 * 2, 2, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        with torch.no_grad():
+            self.whiten.bias.zero_()
+        c = [self.whiten.out_channels, *widths]
+        self.block1 = AirbenchGroup(c[0], c[1], bn_momentum)
+        self.block2 = AirbenchGroup(c[1], c[2], bn_momentum)
+        self.block3 = AirbenchGroup(c[2], c[3], bn_momentum)
+        self.scale = float(scale)
+        self.fc = nn.Linear(c[3], num_classes)
+        self.fc.bias.requires_grad_(False)
+        with torch.no_grad():
+            self.fc.bias.zero_()
+
+    def feature_maps(self, x):
+        x = F.gelu(self.whiten(self.norm(x)))
+        return self.block3(self.block2(self.block1(x)))
+
+    def pool(self, maps):
+        return maps.amax(dim=(2, 3)) * self.scale
+
+
+ARCHITECTURES = {"lenet": LeNet, "smallcnn": SmallCNN, "resnet18": ResNet18, "lenet5_openood": OpenOODLeNet,
+                 "airbench": AirbenchNet}
 
 
 def build(arch: str, in_channels: int, num_classes: int = 10) -> Classifier:

@@ -2,8 +2,9 @@
 holding its sha256 and the training log.
 
 The key hashes (architecture, recipe (with its training thread count), training data checksum,
-seed, training code): the code is the source of :mod:`.training` and of the architecture's classes
-(:func:`training_code`), so edited training or network code trains a new checkpoint instead of
+seed, training code): the code is the source of :mod:`.training`, of the architecture's own training
+module if it has one (:func:`own_training`: ``airbench`` → :mod:`.airbench`) and of the architecture's
+classes (:func:`training_code`), so edited training or network code trains a new checkpoint instead of
 reusing one made by other code. A checkpoint that fails its checksum, or whose sidecar is unreadable,
 is retrained, not trusted. "Check, train, write" runs under a lock of the entry, so two processes
 that want the same missing checkpoint train it once. What is cached downstream (representations,
@@ -21,7 +22,7 @@ import torch
 
 from oodbench.benchmark import cache as cachemod
 from oodbench.benchmark.io import atomic_write, sha256_bytes, write_json
-from oodbench.benchmark.models import training
+from oodbench.benchmark.models import airbench, training
 from oodbench.benchmark.models.architectures import ARCHITECTURES, Classifier, build
 from oodbench.benchmark.models.recipes import Recipe
 
@@ -31,11 +32,22 @@ def architecture_code(cls) -> str:
     return cachemod.source_hash(*cachemod.code_closure(cls))
 
 
+def own_training(arch: str):
+    """The module holding the training loop of ``arch`` when it has its own (a ``train_new`` with the
+    signature of :func:`.training.train_new`), else None (the generic :mod:`.training` trains it): the
+    one place that says which loop trains which architecture. (It lives here, not in :mod:`.training`,
+    whose source is in every checkpoint key: editing that module would retrain every cached classifier.)"""
+    return {"airbench": airbench}.get(arch)
+
+
 def training_code(arch: str) -> str:
-    """Hash of the code that makes a checkpoint of ``arch``: the training module and the network's classes."""
+    """Hash of the code that makes a checkpoint of ``arch``: the training module(s) and the network's classes.
+    :mod:`.training` is always in (its :func:`~.training.reproducible` runs every training); an
+    architecture's own training module follows it, so the keys of the others do not change."""
     if arch not in ARCHITECTURES:
         raise KeyError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
-    return cachemod.source_hash(training, *cachemod.code_closure(ARCHITECTURES[arch]))
+    own = own_training(arch)
+    return cachemod.source_hash(training, *([own] if own else []), *cachemod.code_closure(ARCHITECTURES[arch]))
 
 
 def checkpoint_key(arch: str, recipe: Recipe, data_checksum: str, seed: int) -> str:
@@ -77,7 +89,8 @@ def load_or_train(arch: str, recipe: Recipe, train_set, seed: int, cache: Path, 
         hit = _load(path, arch, in_ch, ncls)
         if hit is not None:
             return hit[0].to(device).eval(), hit[1]
-        model, log = training.train_new(arch, in_ch, ncls, recipe, train_set.x, train_set.y, seed, device, progress)
+        train_new = (own_training(arch) or training).train_new
+        model, log = train_new(arch, in_ch, ncls, recipe, train_set.x, train_set.y, seed, device, progress)
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
         data = buf.getvalue()
