@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from oodbench.benchmark.models.architectures import ARCHITECTURES, AirbenchNet
 from oodbench.benchmark.models.recipes import AirbenchRecipe
-from oodbench.benchmark.models.training import _uint8_nchw, reproducible
+from oodbench.benchmark.models.training import reproducible
 
 #: ``on_epoch(epoch, train_seconds, model)``: called after each epoch with the number of epochs done,
 #: the training seconds so far (whitening set-up included, evaluation excluded) and a copy of the
@@ -59,6 +59,11 @@ def train_new(arch: str, in_channels: int, num_classes: int, recipe: AirbenchRec
         model = ARCHITECTURES[arch](num_classes=num_classes, in_channels=in_channels, **kw)
         log = train(model, x, y, recipe, seed, device, progress, on_epoch)
     return model, {**log, **how}
+
+
+def _nchw(x: np.ndarray) -> torch.Tensor:
+    """uint8 images (N, H, W, C) as a uint8 tensor (N, C, H, W)."""
+    return torch.from_numpy(np.array(x, dtype=np.uint8)).permute(0, 3, 1, 2).contiguous()
 
 
 def whitening_weights(images: torch.Tensor, eps: float = 5e-4, kernel: int = 2, chunk: int = 500) -> torch.Tensor:
@@ -169,7 +174,7 @@ def train(model: AirbenchNet, x: np.ndarray, y: np.ndarray, recipe: AirbenchReci
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     dev = torch.device(device)
-    xt = _uint8_nchw(x)
+    xt = _nchw(x)
     yt = torch.from_numpy(np.asarray(y, np.int64))
     n = len(xt)
     bs = min(recipe.batch_size, n)
