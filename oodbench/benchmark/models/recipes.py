@@ -70,10 +70,11 @@ RECIPES = {
                              weight_decay=5e-4, augment=True),
     "resnet18": Recipe("resnet18", epochs=100, batch_size=512, lr=0.4, optimizer="sgd", weight_decay=5e-4,
                        warmup_epochs=5, label_smoothing=0.1, augment=True),
-    # airbench94's hyperparameters (legacy/airbench94.py ``hyp``), except 10 epochs instead of 9.9 (a round
-    # number; on the cifar10 suite's 40,000-image split: 39 steps an epoch, 390 in all, where airbench94
-    # makes 476 on 50,000) and 2 training threads (the CPU recipe)
-    "airbench": AirbenchRecipe("airbench", epochs=10, batch_size=1024, lr=11.5, optimizer="sgd",
+    # airbench94's hyperparameters (legacy/airbench94.py ``hyp``), except 16 epochs instead of 9.9 and 2
+    # training threads (the CPU recipe). On the cifar10 suite's 40,000-image split (39 steps an epoch) and
+    # this 2-core machine, seed 0 (benchmarks/cifar_cpu_classifier.py, docs/cifar_cpu_classifier.md):
+    # 10 epochs 88.91 % test accuracy after 1,011 s of training, 16 epochs 89.36 % after 1,551 s
+    "airbench": AirbenchRecipe("airbench", epochs=16, batch_size=1024, lr=11.5, optimizer="sgd",
                                weight_decay=0.0153, momentum=0.85, label_smoothing=0.2, augment=True,
                                threads=2),
 }
