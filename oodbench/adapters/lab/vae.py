@@ -160,7 +160,11 @@ class VAELikelihoodRatioDetector(VAEDetector):
     info = DetectorInfo(library="oodbench-lab", paper="Ren et al., NeurIPS 2019 (likelihood ratios); lab spec §3",
                         needs_fit=True, cpu_ok=True,
                         notes="same ID VAE as `vae` + a background VAE trained on mutated ID train images "
-                              "(rate 0.2); score = -ELBO_ID - (-ELBO_background); conformal p-value on cal")
+                              "(rate 0.2); score = -ELBO_ID - (-ELBO_background); conformal p-value on cal",
+                        extra={"separable_toy": "the toy's OOD set is pixel noise, which the background model "
+                                                "learns from the mutated images: the ratio calls noise ID-like "
+                                                "(the method targets semantic shift; tests/test_generative.py "
+                                                "checks a semantic shift and this inversion)"})
 
     def __init__(self, mutation: float = 0.2, z_mode: str = "mean", k: int = 16, epochs: int | None = None,
                  hidden: int = 400, latent: int | None = None, lr: float = 1e-3, batch_size: int = 128,
