@@ -10,8 +10,9 @@ def add_parser(sub) -> None:
     e.add_argument("--results", default="results", help="results folder to read run.json costs from")
     e.add_argument("--import-runs", type=positive_int, default=5, help="fresh-interpreter imports per library (median)")
     e.add_argument("--openood-python", default=None,
-                   help="python of the environment that has OpenOOD (default $OODBENCH_OPENOOD_PYTHON or "
-                        "../openood-venv/bin/python when present)")
+                   help="python of the environment that has OpenOOD (default: as `oodbench run` finds it: "
+                        "$OODBENCH_OPENOOD_PYTHON, the environment `oodbench setup openood` builds, or "
+                        "../openood-venv)")
     e.add_argument("--skip-probes", action="store_true", help="no robustness probes")
     e.add_argument("--probe-expensive", action="store_true",
                    help="also probe detectors with expensive=True (they train a VAE / GAN on the toy problem: minutes)")

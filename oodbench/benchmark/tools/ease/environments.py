@@ -29,10 +29,13 @@ def import_times(python: str, statement: str, runs: int = 5, env=None) -> dict:
 
 
 def openood_python(arg=None) -> str | None:
-    """The python of the environment with OpenOOD: ``arg``, ``$OODBENCH_OPENOOD_PYTHON`` or
-    ``../openood-venv/bin/python`` beside the repository, when it exists."""
-    cand = arg or os.environ.get("OODBENCH_OPENOOD_PYTHON") or str(REPO.parent / "openood-venv" / "bin" / "python")
-    return cand if Path(cand).exists() else None
+    """The python of the environment with OpenOOD, found as a run finds it
+    (:func:`oodbench.benchmark.tools.openood_env.find_python`: ``arg``, ``$OODBENCH_OPENOOD_PYTHON``, the
+    environment ``oodbench setup openood`` builds, or a hand-built ``../openood-venv``); None when there is none."""
+    from oodbench.benchmark.tools import openood_env
+
+    py = openood_env.find_python(arg)
+    return str(py) if py else None
 
 
 def run_script(python: str, args: list, timeout=600) -> dict:
