@@ -235,3 +235,30 @@ def test_leaderboard_says_when_rows_come_from_several_commits():
     assert "2 commit(s)" in provenance_warning(df, other)
     env = {"runs": [same["runs"][0], {"run_id": "b", "git_commit": "c1", "versions": {"numpy": "1.26"}}]}
     assert "2 environment(s)" in provenance_warning(df, env)
+
+
+def test_failure_guard_and_accuracy_rows_are_summarised():
+    """fd_auroc / aurc / accuracy_gain rows and the classifier's accuracy get mean, std and an interval over
+    seeds; accuracy_gain may be negative (its interval is not clipped at 0); undefined values are left out."""
+    rng = np.random.default_rng(3)
+    df = _table({"a": {"auroc": 0.9, "fd_auroc": 0.8, "aurc": 0.05, "accuracy_gain@0.05": -0.02,
+                       "_seed_sd": 0.005}}, rng=rng)
+    acc = [{"suite": "syn", "model": "m", "seed": s, "tuning": "default", "library": "", "detector": "classifier",
+            "test_set": "id", "group": "id", "metric": "accuracy", "value": 0.95 + 0.001 * s, "ci_low": 0.94,
+            "ci_high": 0.96, "n_id": 1000, "status": "ok", "error": ""} for s in (0, 1, 2)]
+    undefined = {**acc[0], "detector": "a", "library": "lib", "test_set": "setA", "group": "near",
+                 "metric": "accuracy_gain@0.10", "value": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+    df = pd.concat([df, results.to_frame(acc + [undefined])], ignore_index=True)
+    s = summary.summarise(df)
+    for m in ("fd_auroc", "aurc", "accuracy_gain@0.05"):
+        r = _row(s, "a", "near-mean", m)
+        v = df[(df["test_set"] == "near-mean") & (df["metric"] == m)]["value"]
+        assert r["mean"] == pytest.approx(v.mean()) and r["n_seeds"] == 3 and r["ci_method"] == "seeds+ci"
+        assert r["ci_low"] < r["mean"] < r["ci_high"]
+    assert _row(s, "a", "near-mean", "accuracy_gain@0.05")["ci_high"] < 0
+    r = _row(s, "classifier", "id", "accuracy")
+    assert r["mean"] == pytest.approx(0.951) and r["n_seeds"] == 3 and r["ci_low"] < 0.951 < r["ci_high"]
+    assert not ((s["metric"] == "accuracy_gain@0.10")).any()
+    # the leaderboard has no row for the classifier
+    from oodbench.benchmark.reporting.leaderboard import leaderboard
+    assert "classifier" not in set(leaderboard(df, summ=s)["detector"])

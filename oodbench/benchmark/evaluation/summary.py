@@ -2,7 +2,10 @@
 rank ranges with ties and flags on broken detectors. Written as ``summary.csv`` beside ``results.csv``.
 
 One row per (suite, model, library, detector, group, test_set, metric) of the detector rows of
-``results.csv`` (each test set, each ``<group>-mean``, each ``false_alarm@<alpha>``), with columns
+``results.csv`` (each test set, each ``<group>-mean``, each ``false_alarm@<alpha>``): the OOD metrics, the
+failure-detection and full-spectrum metrics (``fd_auroc``, ``aurc``, ``eaurc``, ``risk@<coverage>``,
+``fs_auroc``, ``fs_fpr95``) and the guard metrics (``accuracy_gain@<alpha>``, ``refusal@<alpha>``, …);
+and one row per (suite, model, test_set) of the classifier's ``accuracy``. Columns
 
 * ``mean``, ``std`` (over seeds, ddof = 1; NaN with one seed), ``n_seeds``;
 * ``ci_low`` / ``ci_high``: a 95 % percentile interval from a **two-level bootstrap** with
@@ -13,9 +16,10 @@ One row per (suite, model, library, detector, group, test_set, metric) of the de
   :func:`.metrics.replicates`); for a group mean without its own interval the mean of its test sets'
   ``se`` (conservative: the sets share the ID samples); for a false-alarm rate the binomial
   ``sqrt(p (1 − p) / n_id)``. The resample's value is the mean over the drawn seeds; bounds are clipped
-  to [0, 1]. ``ci_method`` says what went in: ``seeds+ci`` (both levels), ``ci`` (one seed: the
-  within-seed interval alone — seed-to-seed variation is *not* included), ``seeds`` (no within-seed
-  interval recorded: seeds alone), ``none``;
+  to [0, 1] ([−1, 1] for ``accuracy_gain@…``, a difference of accuracies). ``ci_method`` says what
+  went in: ``seeds+ci`` (both levels), ``ci`` (one seed: the within-seed interval alone —
+  seed-to-seed variation is *not* included), ``seeds`` (no within-seed interval recorded: seeds
+  alone), ``none``;
 * ``rank_range`` on each ``<group>-mean`` row: :func:`.ranking.rank_tiers` over the unflagged
   detectors of the group for that metric (Holm-corrected one-sided tests against the best, z-test on
   the two-level bootstrap of the difference; paired when paired replicates are given to
@@ -40,6 +44,11 @@ COLUMNS = KEY + ["mean", "std", "n_seeds", "ci_low", "ci_high", "ci_method", "n_
 HIGHER_BETTER = {"auroc": True, "aupr_in": True, "aupr_out": True, "fpr95": False, "fpr95_id": False}
 Z95 = 1.959963984540054
 ALARM = "false_alarm@0.10"
+#: metrics summarised besides :data:`.metrics.METRICS`: failure detection, full spectrum, and the guard's
+#: metrics at each level (``<name>@<alpha>``)
+FAILURE_METRICS = ("fd_auroc", "aurc", "eaurc", "risk@80", "risk@90", "risk@95", "fs_auroc", "fs_fpr95")
+GUARD_PREFIXES = ("false_alarm@", "accuracy_gain@", "accepted_accuracy@", "refusal@", "refusal_right@",
+                  "refusal_wrong@")
 FLAG_ORDER = ("not_applicable", "degenerate", "inverted")
 
 
@@ -118,13 +127,18 @@ def summarise(table: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, paire
     ``paired`` (optional): ``{(detector, seed, group): array (B,)}`` of group-mean AUROC bootstrap
     replicates on shared resamples (:func:`.metrics.paired_bootstrap`); when every unflagged detector
     of a group has them for the same seeds, that group's AUROC ranks use paired differences."""
-    ok = table[(table["status"] == "ok") & (table["detector"] != "classifier")
-               & (table["metric"].isin(METRICS) | table["metric"].str.startswith("false_alarm@"))].copy()
+    m = table["metric"].astype(str)
+    detector_row = (table["detector"] != "classifier") & (
+        m.isin(METRICS + FAILURE_METRICS + ("unguarded_accuracy",)) | m.str.startswith(GUARD_PREFIXES))
+    classifier_row = (table["detector"] == "classifier") & (m == "accuracy")
+    ok = table[(table["status"] == "ok") & (detector_row | classifier_row)].copy()
     if ok.empty:
         return pd.DataFrame(columns=COLUMNS)
     ok["seed"] = ok["seed"].astype(int)
+    ok[KEY] = ok[KEY].fillna("")  # the classifier's rows have no library; groupby would drop them
     for c in ("ci_low", "ci_high", "n_id", "value"):
         ok[c] = pd.to_numeric(ok[c], errors="coerce")
+    ok = ok[ok["value"].notna()]  # undefined values (e.g. a guard that accepts nothing) are not summarised
     ok["_se"] = _within_se(ok)
     ok = ok.sort_values(KEY + ["seed"], kind="mergesort")
     rng = np.random.default_rng(seed)
@@ -146,9 +160,10 @@ def summarise(table: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, paire
                 lo, hi = (np.percentile(t[i], [2.5, 97.5]) if method != "none" and t.shape[1]
                           else (np.nan, np.nan))
                 vals = v[a + i]
+                low = -1.0 if k[6].startswith("accuracy_gain@") else 0.0
                 rows.append(dict(zip(KEY, k), mean=float(vals.mean()),
                                  std=float(vals.std(ddof=1)) if s > 1 else np.nan, n_seeds=s,
-                                 ci_low=float(np.clip(lo, 0, 1)), ci_high=float(np.clip(hi, 0, 1)),
+                                 ci_low=float(np.clip(lo, low, 1)), ci_high=float(np.clip(hi, low, 1)),
                                  ci_method=method, n_resamples=n_resamples))
                 if k[5].endswith("-mean"):
                     reps[k] = (t[i], tuple(g["seed"]))

@@ -74,7 +74,7 @@ def leaderboard(df: pd.DataFrame, record: dict | None = None, summ: pd.DataFrame
     costs = detector_costs(record or {})
     nan = float("nan")
     rows = []
-    for (lib, det), g in summ.groupby(["library", "detector"], sort=True):
+    for (lib, det), g in summ[summ["detector"] != "classifier"].groupby(["library", "detector"], sort=True):
         r = {"library": lib, "detector": det, "status": "ok", "error": ""}
         flags, reasons = [], []
         for grp in GROUPS:
