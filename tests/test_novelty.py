@@ -43,7 +43,9 @@ def world():
 
 
 def _detector(world, **kw):
+    """The single-pool design (cohesion null, one window) unless ``kw`` says otherwise."""
     ref, yref, _ = world
+    kw = {"null1": "cohesion", "memory": 1, **kw}
     return NoveltyDetector(n_components=16, n_ref_per_class=100, **kw).fit(ref, yref)
 
 
@@ -61,8 +63,8 @@ def test_new_gaussian_cluster_among_junk_is_declared_pure(world, cluster):
         c = res.declared[0]
         assert np.mean(truth[c.members] == NEW) >= 0.9
         assert np.sum(truth[c.members] == NEW) >= 0.9 * 30
-        assert c.p_cohesion <= det.alpha and c.p_shift <= det.alpha
-        assert set(c.as_dict()) >= {"members", "prototype", "p_cohesion", "p_shift", "radius"}
+        assert c.p_chance <= det.alpha and c.p_shift <= det.alpha
+        assert set(c.as_dict()) >= {"members", "prototype", "p_chance", "p_shift", "radius"}
 
 
 def test_junk_alone_is_not_declared_at_the_stated_rate(world):
@@ -143,7 +145,8 @@ def test_protocol_stream_and_metrics_on_a_synthetic_pool(world):
              ("junk-b", ns.JUNK, np.zeros(200), junk[200:], {"s": _pv(world, junk[200:])}),
              ("held-7", None, np.full(300, 7), new, {"s": _pv(world, new)})]
     pool = ns.build_pool(parts)
-    o = npr.ProtocolOptions(window=200, n_before=10, n_after=3, junk_frac=0.25, novel_frac=0.15, n_components=16)
+    o = npr.ProtocolOptions(window=200, n_before=10, n_after=3, junk_frac=0.25, novel_frac=0.15, n_components=16,
+                            null1="cohesion", memory=1)
     stream = ns.make_stream(pool, 0, o.window, o.n_before, o.n_after, o.junk_frac, o.novel_frac)
     assert len(stream) == 13 and all(len(w) == 200 for w in stream)
     assert all(np.sum(pool.truth[w] >= 0) == 0 for w in stream[:10])
@@ -175,6 +178,75 @@ def test_memory_pools_flagged_inputs_across_windows(world):
     (c,) = got[2]
     truth = np.concatenate(truth_all)
     assert np.mean(truth[c.members] == NEW) >= 0.9 and c.members.min() < 202 <= c.members.max()
+
+
+def test_window_enrichment_pvalue_is_exact():
+    """The DP p-value equals the share of all m-subsets of windows whose counts reach the observed sum."""
+    import itertools
+
+    r = np.random.default_rng(7)
+    for _ in range(25):
+        c = r.integers(0, 6, 11)
+        m = int(r.integers(1, 5))
+        t = int(r.integers(0, 16))
+        brute = np.mean([c[list(s)].sum() >= t for s in itertools.combinations(range(len(c)), m)])
+        assert permtests.window_enrichment_pvalue(c, m, t) == pytest.approx(brute, abs=1e-12)
+    assert permtests.window_enrichment_pvalue([0, 0, 0, 5], 1) == pytest.approx(1 / 4)
+    with pytest.raises(ValueError):
+        permtests.window_enrichment_pvalue([1, 2], 3)
+
+
+def _history_stream(world, det, seed, n_windows, n_new_from=None, n_junk=40):
+    """Feed ``n_windows`` windows (150 ID, ``n_junk`` junk — half uniform, half a tight junk cluster — and,
+    from window ``n_new_from`` on, 12 new-class inputs); returns the declared classes and the truths."""
+    r = np.random.default_rng(seed)
+    junk_centre = r.uniform(-1.0, 1.0, D)
+    declared, truths = [], []
+    for w in range(n_windows):
+        n_new = 12 if n_new_from is not None and w >= n_new_from else 0
+        f, truth = _window(r, 150, n_junk // 2, n_new)
+        blob = junk_centre + r.normal(scale=0.1, size=(n_junk - n_junk // 2, D))  # coherent junk (noise images)
+        f = np.concatenate([f, blob])
+        truth = np.r_[truth, np.full(len(blob), JUNK)]
+        truths.append(truth)
+        declared += det.process(f, _pv(world, f)).declared
+    return declared, np.concatenate(truths)
+
+
+def test_history_null_declares_a_new_class_not_coherent_junk(world):
+    """Reference period of 20 windows with scattered and coherent junk; then a new class at 12 inputs per
+    window: declared, pure, after the reference; the coherent junk blob alone is never declared."""
+    for seed in range(2):
+        det = _detector(world, null1="history", history=20, memory=5, seed=seed)
+        declared, truth = _history_stream(world, det, 40 + seed, 28, n_new_from=22)
+        assert len(declared) == 1, [c.as_dict()["size"] for c in declared]
+        (c,) = declared
+        assert c.window >= 22 and np.mean(truth[c.members] == NEW) >= 0.9 and c.p_chance <= det.alpha
+        # later new-class inputs are assigned to it, junk is not
+        f, t = _window(np.random.default_rng(90 + seed), 150, 40, 30)
+        a = det.assign(f)
+        assert np.mean(a[t == NEW] == c.id) >= 0.5 and np.mean(a[t == JUNK] == c.id) <= 0.05
+
+
+def test_history_null_junk_alone_at_the_stated_rate(world):
+    """alpha = 0.001 per window: no declaration over 150 junk-only windows after a 20-window reference
+    (scattered and coherent junk; the cohesion null would be the one fooled by the blob)."""
+    false = 0
+    for seed in range(3):
+        det = _detector(world, null1="history", history=20, memory=5, seed=seed)
+        declared, _ = _history_stream(world, det, 60 + seed, 70)
+        false += len(declared)
+    assert false == 0
+    # the single-pool cohesion null declares the coherent junk blob as a new class
+    declared, truth = _history_stream(world, _detector(world, null1="cohesion", memory=5), 60, 30)
+    assert declared and all(np.mean(truth[c.members] == JUNK) > 0.5 for c in declared)
+
+
+def test_history_settings_that_cannot_reach_alpha_are_refused():
+    with pytest.raises(ValueError, match="cannot reach alpha"):
+        NoveltyDetector(alpha=0.001, history=3, memory=2)
+    with pytest.raises(ValueError, match="null1"):
+        NoveltyDetector(null1="other")
 
 
 def test_open_set_restriction_renumbers_known_classes_and_keeps_held_out_labels():

@@ -13,13 +13,29 @@ any per-input p-values: StatTest, VAE, or conformal p-values of any score via :f
    the number of components chosen by BIC; clusters smaller than ``min_size`` are dropped;
 4. **test** each cluster S against two nulls:
 
-   * *chance grouping* (null 1): the cohesion ``T(S) = median_{i in S}`` (mean cosine similarity of i to
-     its ``min_size - 1`` nearest flagged neighbours, cosines about the mean of the flagged inputs) is compared with the permutation distribution of
-     the **maximum** of the same statistic over the whole flagged set after each of its principal axes
-     has been permuted independently (:func:`.permtests.cohesion_null`); a median is at most that
-     maximum, so the comparison is conservative. The max-T comparison accounts
-     for the cluster having been chosen by clustering the same points, and covers every cluster of the
-     window at once: ``P(any junk cluster rejects) <= alpha``.
+   * *chance grouping* (null 1), two ways (``null1``):
+
+     - ``"history"`` (default): *the cluster is made of the kind of flagged inputs seen before.* The
+       flagged inputs of the first ``history`` windows are kept as a frozen reference of what rejected
+       inputs normally look like (scattered junk, and junk that is itself coherent, like noise images);
+       the pool clustered at each later window is that reference plus the last ``memory`` windows'
+       flagged, unassigned inputs, clustered without knowing which is which. Under the null that the
+       windows are exchangeable (a stationary stream), the recent windows are a random ``memory``-subset
+       of all pooled windows, so the number of recent inputs in a cluster has an exact permutation
+       p-value (:func:`.permtests.window_enrichment_pvalue`); Bonferroni over the window's candidate
+       clusters. A cluster that a new class fills is almost all recent; a junk cluster is not. Then
+       only the cluster's recent members whose ``min_size - 1`` nearest pooled neighbours are at least
+       half recent are kept (HDBSCAN / the GMM may join a new class to nearby junk), and the cluster
+       is declared only if ``min_size`` of them remain. Nothing is declared during the first
+       ``history`` windows.
+     - ``"cohesion"`` (the design of lab_methods.md §6, within one pool, no reference): the cohesion
+       ``T(S) = median_{i in S}`` (mean cosine similarity of i to its ``min_size - 1`` nearest flagged
+       neighbours, cosines about the mean of the flagged inputs) is compared with the permutation
+       distribution of the **maximum** of the same statistic over the whole flagged set after each of
+       its principal axes has been permuted independently (:func:`.permtests.cohesion_null`); max-T
+       covers the selection by clustering and every cluster of the window at once. Measured on
+       mnist-open it almost never rejects: junk forms coherent clusters too (noise images), and axis
+       permutation keeps clusters that separate along one axis, so its null maximum is high.
    * *shifted known class* (null 2): energy-distance permutation test of S against each ID class's
      reference features — its most atypical reference points when reference p-values are given
      (:meth:`NoveltyDetector.fit`), plus then the most atypical ID points of all classes together —
@@ -29,8 +45,9 @@ any per-input p-values: StatTest, VAE, or conformal p-values of any score via :f
 
    A new class is declared when both nulls are rejected (intersection–union: each at its level, no
    further correction) and ``|S| >= min_size``. Per window, the probability of declaring a cluster for
-   which either null holds is at most ``alpha`` (null 1 by max-T, null 2 by Bonferroni), so ``alpha =
-   0.001`` targets <= 1 false declaration per 1,000 windows when the nulls' assumptions hold.
+   which either null holds is at most ``alpha``, so ``alpha = 0.001`` targets <= 1 false declaration
+   per 1,000 windows when the nulls' assumptions hold (for ``"history"``: windows exchangeable, i.e.
+   the junk of the reference period is the junk that follows).
 5. **output** per declared class (:class:`NovelClass`): members, prototype (mean embedding), the
    p-values and a conformal assignment radius (the ``ceil((1 - assign_level)(s + 1))``-th smallest
    member distance to the prototype); later inputs within a prototype's radius are assigned to it.
@@ -45,6 +62,9 @@ from oodbench.detectors import permtests
 from oodbench.detectors.pvalues import benjamini_hochberg, conformal_pvalues, sort_reference
 
 CLUSTERINGS = ("hdbscan", "gmm")
+NULL1 = ("history", "cohesion")
+#: a declared member's nearest pooled neighbours must be at least this share recent (``null1="history"``)
+RECENT_SHARE = 0.5
 #: HDBSCAN noise points within GROW x a cluster's largest member distance join it
 GROW = 1.5
 
@@ -64,7 +84,7 @@ class NovelClass:
     members: np.ndarray  # ids of the members (see :meth:`NoveltyDetector.process`)
     prototype: np.ndarray  # mean embedding of the members
     radius: float  # conformal assignment radius (Euclidean, embedding space)
-    p_cohesion: float
+    p_chance: float  # null 1 (chance grouping): window enrichment or cohesion, see ``null1``
     p_shift: float
     p_shift_per_class: dict
     size: int
@@ -72,7 +92,7 @@ class NovelClass:
 
     def as_dict(self) -> dict:
         return {"id": self.id, "window": self.window, "size": self.size, "members": self.members.tolist(),
-                "radius": self.radius, "p_cohesion": self.p_cohesion, "p_shift": self.p_shift,
+                "radius": self.radius, "p_chance": self.p_chance, "p_shift": self.p_shift,
                 "p_shift_per_class": self.p_shift_per_class, "prototype": self.prototype.tolist()}
 
 
@@ -83,7 +103,7 @@ class WindowResult:
     flagged: np.ndarray  # bool (n,)
     assigned: np.ndarray  # int (n,): id of a declared new class, or -1
     clusters: np.ndarray  # int (n,): cluster label of this window's flagged, unassigned inputs, else -1
-    candidates: list  # dict per cluster of size >= min_size: size, cohesion, p-values, declared
+    candidates: list  # dict per cluster with >= min_size recent members: size, statistic, p-values, declared
     declared: list  # NovelClass declared in this window
 
 
@@ -95,14 +115,24 @@ class NoveltyDetector:
     ``n_components``: PCA dimensions; ``cluster``: ``"hdbscan"`` or ``"gmm"``; ``n_perm``: permutations
     per test (at least ``1/alpha - 1`` so that ``alpha`` is attainable); ``n_ref_per_class``: reference
     points per known class in the two-sample test; ``assign_level``: miss rate of the assignment radius;
-    ``memory``: windows whose flagged, unassigned inputs are clustered together (1 = this window only).
+    ``memory``: windows whose flagged, unassigned inputs are clustered together (1 = this window only);
+    ``null1``: ``"history"`` or ``"cohesion"`` (the chance-grouping null, see the module docstring);
+    ``history``: windows whose flagged inputs form the frozen reference of ``null1="history"``.
     """
 
     def __init__(self, q: float = 0.1, alpha: float = 0.001, min_size: int = 20, n_components: int = 32,
                  cluster: str = "hdbscan", n_perm: int = 999, n_ref_per_class: int = 200,
-                 assign_level: float = 0.05, max_gmm_components: int = 8, memory: int = 1, seed: int = 0):
+                 assign_level: float = 0.05, max_gmm_components: int = 8, memory: int = 5, null1: str = "history",
+                 history: int = 40, seed: int = 0):
         if cluster not in CLUSTERINGS:
             raise ValueError(f"cluster must be one of {CLUSTERINGS}, got {cluster!r}")
+        if null1 not in NULL1:
+            raise ValueError(f"null1 must be one of {NULL1}, got {null1!r}")
+        from math import comb
+
+        if null1 == "history" and comb(history + memory, memory) * alpha < 1:
+            raise ValueError(f"history={history} and memory={memory} windows cannot reach alpha={alpha}: the "
+                             f"smallest window-enrichment p-value is 1/C({history + memory}, {memory})")
         if not 0 < alpha < 1 or not 0 < q < 1:
             raise ValueError(f"q and alpha must be in (0, 1), got q={q}, alpha={alpha}")
         if (n_perm + 1) * alpha < 1:
@@ -112,13 +142,14 @@ class NoveltyDetector:
         self.q, self.alpha, self.min_size, self.n_components = q, alpha, min_size, n_components
         self.cluster, self.n_perm, self.n_ref_per_class = cluster, n_perm, n_ref_per_class
         self.assign_level, self.max_gmm_components, self.seed = assign_level, max_gmm_components, seed
-        self.memory = memory
+        self.memory, self.null1, self.history = memory, null1, history
         self._reset()
 
     def _reset(self) -> None:
         self.classes: list[NovelClass] = []
         self._window = self._seen = 0
         self._buffer: list = []  # (window, ids, embeddings) of flagged, unassigned, undeclared inputs
+        self._reference: list = []  # the same for the first ``history`` windows (null1="history")
 
     # -- fitting and embedding ---------------------------------------------------------------------
     def fit(self, ref_features, ref_labels, ref_pvalues=None) -> "NoveltyDetector":
@@ -170,7 +201,20 @@ class NoveltyDetector:
         best = d.argmin(1)
         ok = d[np.arange(len(z)), best] <= 1.0
         out[ok] = np.array([c.id for c in self.classes])[best[ok]]
+        if self._reference and ok.any():  # null1="history": the input must also look like the class, not the reference
+            out[ok] = np.where(self._vote(z[ok], out[ok]), out[ok], -1)
         return out
+
+    def _vote(self, z: np.ndarray, cls: np.ndarray) -> np.ndarray:
+        """Whether at least :data:`RECENT_SHARE` of each point's ``min_size - 1`` nearest neighbours among
+        the declared classes' members and the reference period's flagged inputs are members of ``cls``."""
+        ref = np.concatenate([b[2] for b in self._reference])
+        bank = np.concatenate([ref] + [c.embedded for c in self.classes])
+        owner = np.concatenate([np.full(len(ref), -1)] + [np.full(len(c.embedded), c.id) for c in self.classes])
+        k = min(self.min_size - 1, len(bank))
+        d = ((z[:, None, :] - bank[None, :, :]) ** 2).sum(-1)
+        nn = np.argpartition(d, k - 1, axis=1)[:, :k]
+        return (owner[nn] == cls[:, None]).mean(1) >= RECENT_SHARE
 
     # -- one window --------------------------------------------------------------------------------
     def process(self, features, pvalues, ids=None) -> WindowResult:
@@ -198,44 +242,75 @@ class NoveltyDetector:
         z_all = self.embed(features[fidx]) if len(fidx) else np.zeros((0, len(self.components_)))
         assigned[fidx] = self.assign(embedded=z_all)
         free = assigned[fidx] < 0
-        # the discovery pool: this window's free flagged inputs and the buffer of earlier windows
-        self._buffer = [b for b in self._buffer if b[0] > w - self.memory] + [(w, ids[fidx[free]], z_all[free])]
-        pool = np.concatenate([b[1] for b in self._buffer])
-        z = np.concatenate([b[2] for b in self._buffer])
+        entry = (w, ids[fidx[free]], z_all[free])
+        history = self.null1 == "history"
+        if history and len(self._reference) < self.history:  # still building the reference period
+            self._reference.append(entry)
+            return WindowResult(flagged, assigned, clusters, [], [])
+        # the discovery pool: the reference windows (null1="history"), then the recent windows' buffer
+        self._buffer = [b for b in self._buffer if b[0] > w - self.memory] + [entry]
+        wins = (self._reference if history else []) + self._buffer
+        pool = np.concatenate([b[1] for b in wins])
+        z = np.concatenate([b[2] for b in wins])
+        tags = np.concatenate([np.full(len(b[1]), i) for i, b in enumerate(wins)]).astype(np.int64)
+        recent = tags >= len(wins) - len(self._buffer)
         here = {int(i): j for j, i in enumerate(ids)}
-        if len(pool) < max(self.min_size, 3):
+        if recent.sum() < max(self.min_size, 3):
             return WindowResult(flagged, assigned, clusters, [], [])
         labels = self._cluster(z)
         for i, lab in zip(pool, labels):
             if int(i) in here:
                 clusters[here[int(i)]] = lab
-        cands = [c for c in np.unique(labels) if c >= 0 and np.sum(labels == c) >= self.min_size]
-        results, declared = [], []
+        cands = [c for c in np.unique(labels) if c >= 0 and np.sum((labels == c) & recent) >= self.min_size]
         if not cands:
             return WindowResult(flagged, assigned, clusters, [], [])
-        k = self.min_size - 1
-        zc = z - z.mean(0)  # cosines about the pool's mean: a common offset of all flagged inputs is no cohesion
-        coh = permtests.local_cohesion(zc, k)
-        obs = {c: float(np.median(coh[labels == c])) for c in cands}
-        null = permtests.cohesion_null(zc, k, self.n_perm, seed=[self.seed, w, 1], stop_above=self.alpha,
-                                       observed=max(obs.values()))
-        level2 = self.alpha / len(cands)
+        level = self.alpha / len(cands)
+        if history:
+            p_chance = {c: permtests.window_enrichment_pvalue(np.bincount(tags[labels == c], minlength=len(wins)),
+                                                               len(self._buffer)) for c in cands}
+            stat = {c: float(np.sum((labels == c) & recent)) for c in cands}
+            level1 = level
+        else:
+            k = self.min_size - 1
+            zc = z - z.mean(0)  # cosines about the pool's mean: a common offset of all flagged inputs is no cohesion
+            coh = permtests.local_cohesion(zc, k)
+            stat = {c: float(np.median(coh[labels == c])) for c in cands}
+            null = permtests.cohesion_null(zc, k, self.n_perm, seed=[self.seed, w, 1], stop_above=self.alpha,
+                                           observed=max(stat.values()))
+            p_chance = {c: permtests.perm_pvalue(null, stat[c]) for c in cands}
+            level1 = self.alpha  # max-T: one comparison covers every cluster
+        results, declared = [], []
         for c in cands:
-            members = labels == c
-            p1 = permtests.perm_pvalue(null, obs[c])
-            res = {"cluster": int(c), "size": int(members.sum()), "cohesion": obs[c], "p_cohesion": p1,
+            members = (labels == c) & recent
+            res = {"cluster": int(c), "size": int(members.sum()), "statistic": stat[c], "p_chance": p_chance[c],
                    "p_shift": None, "p_shift_per_class": {}, "declared": False}
-            if p1 <= self.alpha:
-                res["p_shift"], res["p_shift_per_class"] = self._shift_test(z[members], level2, [self.seed, w, c])
-                if res["p_shift"] <= level2:
-                    declared.append(self._declare(pool[members], z[members], w, p1, res))
-                    res["declared"] = True
+            if p_chance[c] <= level1:
+                if history:
+                    members = self._purified(z, recent, members)
+                    res["size"] = int(members.sum())
+                if members.sum() >= self.min_size:
+                    res["p_shift"], res["p_shift_per_class"] = self._shift_test(z[members], level, [self.seed, w, c])
+                    if res["p_shift"] <= level:
+                        declared.append(self._declare(pool[members], z[members], w, p_chance[c], res))
+                        res["declared"] = True
             results.append(res)
         if declared:  # declared members, and buffered inputs now within a prototype, leave the buffer
             self._buffer = [(bw, bi[keep], bz[keep]) for bw, bi, bz in self._buffer
                             for keep in [~np.isin(bi, np.concatenate([c.members for c in declared]))
                                          & (self.assign(embedded=bz) < 0)]]
         return WindowResult(flagged, assigned, clusters, results, declared)
+
+    def _purified(self, z: np.ndarray, recent: np.ndarray, members: np.ndarray) -> np.ndarray:
+        """The members whose ``min_size - 1`` nearest pooled neighbours are at least :data:`RECENT_SHARE`
+        recent (a cluster that joined a new class to nearby reference junk keeps the new class)."""
+        idx = np.flatnonzero(members)
+        k = min(self.min_size - 1, len(z) - 1)
+        d = ((z[idx, None, :] - z[None, :, :]) ** 2).sum(-1)
+        d[np.arange(len(idx)), idx] = np.inf  # not its own neighbour
+        nn = np.argpartition(d, k - 1, axis=1)[:, :k]
+        out = np.zeros_like(members)
+        out[idx[recent[nn].mean(1) >= RECENT_SHARE]] = True
+        return out
 
     def _cluster(self, z: np.ndarray) -> np.ndarray:
         if self.cluster == "hdbscan":

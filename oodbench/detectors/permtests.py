@@ -14,6 +14,9 @@ returned p-value is the running ``(1 + exceedances) / (done + 1)``.
   clusters). Comparing a cluster's cohesion to this *maximum* accounts for the cluster having been
   selected by a clustering of the same points, and for every cluster of the window at once (max-T).
 * :func:`energy_test`: the two-sample energy-distance test (Székely & Rizzo) with a permutation null.
+* :func:`window_enrichment_pvalue`: the exact permutation p-value of "this group holds more of the
+  recent windows' points than chance": the windows are exchangeable under the null, so the recent
+  ones are a uniformly random ``m``-subset of all windows.
 """
 from __future__ import annotations
 
@@ -79,6 +82,35 @@ def cohesion_null(x: np.ndarray, k: int, n_perm: int = 999, seed=0, chunk: int =
             if (1 + exceed) / (n_perm + 1) > stop_above:
                 break
     return np.concatenate(out)
+
+
+def window_enrichment_pvalue(counts, m: int, observed: int | None = None) -> float:
+    """Exact ``P(sum of counts over m windows drawn without replacement >= observed)``.
+
+    ``counts[w]``: how many points of a group (a cluster) came from window ``w``; under the null that
+    the windows are exchangeable (a stationary stream), which ``m`` of them are the recent ones is a
+    uniformly random ``m``-subset, so the p-value of the recent windows' count ``observed`` (default:
+    the sum of the last ``m`` counts) is the share of ``m``-subsets whose counts sum to at least it.
+    Computed by dynamic programming over (windows chosen, count) — every subset, no Monte Carlo. The
+    smallest attainable value is ``1 / C(len(counts), m)``."""
+    from math import comb
+
+    c = np.asarray(counts, np.int64)
+    if c.ndim != 1 or not 1 <= m <= len(c) or (c < 0).any():
+        raise ValueError(f"need 1 <= m <= {len(c)} windows and non-negative counts, got m={m}")
+    obs = int(c[-m:].sum()) if observed is None else int(observed)
+    if obs <= 0:
+        return 1.0
+    tot = int(c.sum())
+    if obs > tot:
+        return 0.0
+    dp = np.zeros((m + 1, tot + 1))  # dp[j, s]: subsets of j windows seen so far with count sum s
+    dp[0, 0] = 1.0
+    for x in c:
+        x = int(x)
+        for j in range(m, 0, -1):
+            dp[j, x:] += dp[j - 1, :tot + 1 - x]
+    return float(min(1.0, dp[m, obs:].sum() / comb(len(c), m)))
 
 
 def perm_pvalue(null: np.ndarray, observed: float) -> float:

@@ -14,14 +14,22 @@ def add_parser(sub) -> None:
     r.add_argument("--alpha", type=float, default=0.001, help="per-window level of a false declaration")
     r.add_argument("--min-size", type=int, default=20, help="smallest declared class (default 20)")
     r.add_argument("--cluster", choices=["hdbscan", "gmm"], default="gmm")
-    r.add_argument("--memory", type=int, default=5, help="windows of flagged inputs clustered together (default 5)")
+    r.add_argument("--memory", type=int, default=5,
+                   help="recent windows of flagged inputs clustered together (default 5)")
+    r.add_argument("--null1", choices=["history", "cohesion"], default="history",
+                   help="chance-grouping null: 'history' (clusters must hold more recent flagged inputs than a "
+                        "reference period's; default) or 'cohesion' (max-T axis-permutation cohesion, no reference)")
+    r.add_argument("--history", type=int, default=40,
+                   help="windows whose flagged inputs form the reference (null1 history; default 40)")
     r.add_argument("--stream-seeds", type=int, default=5, help="number of stream seeds (default 5)")
-    r.add_argument("--before", type=int, default=20, help="junk-only windows before the arrival (default 20)")
-    r.add_argument("--after", type=int, default=12, help="windows after the arrival (default 12)")
+    r.add_argument("--before", type=int, default=240,
+                   help="junk-only windows before the arrival, the reference period included (default 240: "
+                        "5 stream seeds x 200 = 1,000 junk-only windows tested)")
+    r.add_argument("--after", type=int, default=15, help="windows after the arrival (default 15)")
     r.add_argument("--junk-frac", type=float, default=0.15)
     r.add_argument("--novel-frac", type=float, default=0.1)
     r.add_argument("--detectors", nargs="+", default=None,
-                   help="p-value sources (default: stattest pytorch_ood.energy pytorch_ood.knn)")
+                   help="p-value sources (default: stattest stattest+energy+maha pytorch_ood.energy pytorch_ood.knn)")
     r.add_argument("--device", default="cpu")
     r.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: half the cores)")
     r.add_argument("--data-dir", default=None)
@@ -36,9 +44,9 @@ def run(a):
     from oodbench.benchmark.evaluation.novelty_protocol import ProtocolOptions, evaluate
     from oodbench.benchmark.reporting.novelty import write
 
-    o = ProtocolOptions(window=a.window, q=a.q, alpha=a.alpha, min_size=a.min_size, cluster=a.cluster, memory=a.memory,
-                        stream_seeds=a.stream_seeds, n_before=a.before, n_after=a.after, junk_frac=a.junk_frac,
-                        novel_frac=a.novel_frac)
+    o = ProtocolOptions(window=a.window, q=a.q, alpha=a.alpha, min_size=a.min_size, cluster=a.cluster,
+                        memory=a.memory, null1=a.null1, history=a.history, stream_seeds=a.stream_seeds,
+                        n_before=a.before, n_after=a.after, junk_frac=a.junk_frac, novel_frac=a.novel_frac)
     config.set_threads(a.threads)
     if a.detectors:
         o.detectors = tuple(a.detectors)

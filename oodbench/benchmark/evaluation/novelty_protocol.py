@@ -8,8 +8,8 @@ seed a stream (:mod:`.novelty_stream`) of ``n_before`` junk-only windows followe
 where the held-out classes arrive is fed to each method:
 
 * ``pipeline:<detector>``: :class:`~oodbench.detectors.novelty.NoveltyDetector` on the detector's
-  per-input p-values: the lab's ``stattest`` p-values, and conformal p-values (on ``cal``) of the
-  pytorch-ood Energy and KNN scores as baselines;
+  per-input p-values: the lab's ``stattest`` and ``stattest+energy+maha`` p-values, and conformal
+  p-values (on ``cal``) of the pytorch-ood Energy and KNN scores as baselines;
 * ``alarm:<detector>``: the naive alarm, raised when a window holds more inputs with ``p <= level``
   than the ``1 - alpha`` quantile of Binomial(window, level) (what an ID-only window would give).
 
@@ -45,13 +45,15 @@ class ProtocolOptions:
     n_components: int = 32
     cluster: str = "gmm"
     memory: int = 5
+    null1: str = "history"
+    history: int = 40
     stream_seeds: int = 5
-    n_before: int = 20
-    n_after: int = 12
+    n_before: int = 240
+    n_after: int = 15
     junk_frac: float = 0.15
     novel_frac: float = 0.1
     alarm_level: float = 0.05
-    detectors: tuple = (LAB, *BASELINES)
+    detectors: tuple = (LAB, "stattest+energy+maha", *BASELINES)
 
 
 def score_pool(session, detectors) -> tuple[ns.Pool, dict]:
@@ -100,7 +102,8 @@ def score_pool(session, detectors) -> tuple[ns.Pool, dict]:
 def run_pipeline(pool: ns.Pool, ref: dict, stream: list, method: str, o: ProtocolOptions, seed: int) -> dict:
     """Feed one stream to a fresh novelty detector on ``method``'s p-values; per-window records."""
     det = NoveltyDetector(q=o.q, alpha=o.alpha, min_size=o.min_size, n_components=o.n_components,
-                          cluster=o.cluster, memory=o.memory, seed=seed).fit(ref["features"], ref["labels"],
+                          cluster=o.cluster, memory=o.memory, null1=o.null1, history=o.history,
+                          seed=seed).fit(ref["features"], ref["labels"],
                                                                               ref["pvalues"].get(method))
     windows, classes = [], []
     pred = {}  # stream position (window * size + slot) -> declared class id
@@ -119,7 +122,7 @@ def run_pipeline(pool: ns.Pool, ref: dict, stream: list, method: str, o: Protoco
             labels, counts = np.unique(truth_all[c.members], return_counts=True)
             classes.append({"id": c.id, "window": w, "size": c.size, "majority": int(labels[counts.argmax()]),
                             "purity_at_declaration": float(counts.max() / counts.sum()),
-                            "p_cohesion": c.p_cohesion, "p_shift": c.p_shift,
+                            "p_chance": c.p_chance, "p_shift": c.p_shift,
                             "sources": _sources(pool, np.concatenate(stream)[c.members])})
         windows.append({"flagged": int(res.flagged.sum()),
                         "flagged_novel": int(np.sum(res.flagged & (truth >= 0))),
@@ -148,8 +151,8 @@ def pipeline_metrics(run: dict, pool: ns.Pool, stream: list, o: ProtocolOptions)
     classes = run["classes"]
     false = [c for c in classes if c["majority"] < 0]
     false_before = [c for c in false if c["window"] < o.n_before]
-    out = {"false_declarations": len(false),
-           "false_per_1000_junk_windows": 1000.0 * len(false_before) / max(o.n_before, 1),
+    out = {"false_declarations": len(false), "junk_windows_tested": tested_junk_windows(o),
+           "false_per_1000_junk_windows": 1000.0 * len(false_before) / max(tested_junk_windows(o), 1),
            "classes_declared": len(classes), "classes_found": len({c["majority"] for c in classes if c["majority"] >= 0}),
            "classes_truth": len(novel),
            "false_main_source": [max(c["sources"], key=c["sources"].get) for c in false]}
@@ -184,6 +187,12 @@ def pipeline_metrics(run: dict, pool: ns.Pool, stream: list, o: ProtocolOptions)
     out["ari"] = float(adjusted_rand_score(y_true, y_pred)) if novel_ids else None
     out["coverage"] = float(np.mean(y_pred[y_true >= 0] >= 0)) if np.any(y_true >= 0) else None
     return out
+
+
+def tested_junk_windows(o: ProtocolOptions) -> int:
+    """Junk-only windows in which the pipeline could declare: with ``null1="history"`` the first
+    ``history`` windows build its reference and declare nothing."""
+    return max(o.n_before - (o.history if o.null1 == "history" else 0), 0)
 
 
 def alarm_metrics(run: dict, pool: ns.Pool, stream: list, o: ProtocolOptions) -> dict:

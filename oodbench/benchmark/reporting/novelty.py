@@ -15,6 +15,25 @@ def _f(v, digits=3):
     return f"{int(v)}" if isinstance(v, (int, float)) else str(v)
 
 
+def _pipeline_text(o: dict) -> list[str]:
+    """How the pipeline decided (the options of the run)."""
+    head = (f"Pipeline: BH at q = {o['q']} on the window's p-values, PCA ({o['n_components']} dims, fitted on ID "
+            f"`fit` features), {o['cluster']} clustering, min size {o['min_size']}; ")
+    if o.get("null1", "cohesion") == "history":
+        tested = max(o["n_before"] - o["history"], 0)
+        return [head + f"the flagged inputs of the first {o['history']} windows are the reference of what rejected "
+                "inputs look like (nothing is declared then); each later window clusters that reference together "
+                f"with the last {o['memory']} windows' flagged inputs, and a cluster is declared when it holds more "
+                "recent inputs than chance (exact window-permutation test), its recent members whose nearest "
+                "neighbours are mostly recent still number the min size, and an energy-distance test rejects "
+                f"every known class (Bonferroni over the window's clusters); per-window level alpha = {o['alpha']}. "
+                f"False declarations per 1,000 junk-only windows are counted over the {tested} junk-only windows "
+                "after the reference period, per stream seed. "]
+    return [head + f"memory {o.get('memory', 1)} windows; a cluster is declared when its cohesion beats the max-T "
+            "axis-permutation null and an energy-distance test rejects every known class (Bonferroni over the "
+            f"window's clusters); per-window level alpha = {o['alpha']}. "]
+
+
 def markdown(r: dict, command: str = "") -> str:
     o = r["options"]
     novel = r["pool"]["novel_classes"]
@@ -29,10 +48,7 @@ def markdown(r: dict, command: str = "") -> str:
              "the rest ID test images), then "
              f"{o['n_after']} windows where the held-out classes {', '.join(shown)} arrive ({o['novel_frac']:.0%} of each window); "
              f"{o['stream_seeds']} stream seeds, one classifier ({r['classifier'].get('arch')}, seed 0).", "",
-             f"Pipeline: BH at q = {o['q']} on the window's p-values, PCA ({o['n_components']} dims, fitted on ID "
-             f"`fit` features), {o['cluster']} clustering, min size {o['min_size']}; a cluster is declared when its "
-             "cohesion beats the max-T axis-permutation null and an energy-distance test rejects every known "
-             f"class (Bonferroni over the window's clusters); per-window level alpha = {o['alpha']}. "
+             *_pipeline_text(o),
              f"Naive alarm: more inputs with p <= {o['alarm_level']} than Binomial(window, "
              f"{o['alarm_level']})'s 1 - alpha quantile.", "",
              "## Results (mean over stream seeds)", "",
