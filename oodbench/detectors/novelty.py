@@ -320,10 +320,16 @@ class NoveltyDetector:
             return _grow(z, labels)
         from sklearn.mixture import GaussianMixture
 
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
         best, best_bic = None, np.inf
         for m in range(1, min(self.max_gmm_components, len(z) // self.min_size) + 1):
-            g = GaussianMixture(m, covariance_type="diag", init_params="k-means++", random_state=self.seed,
-                                reg_covar=1e-4).fit(z)
+            with warnings.catch_warnings():  # a component count BIC rejects anyway may not converge: not news
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                g = GaussianMixture(m, covariance_type="diag", init_params="k-means++", random_state=self.seed,
+                                    reg_covar=1e-4).fit(z)
             bic = g.bic(z)
             if bic < best_bic:
                 best, best_bic = g, bic
