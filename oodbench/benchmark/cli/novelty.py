@@ -47,10 +47,15 @@ def run(a):
     o = ProtocolOptions(window=a.window, q=a.q, alpha=a.alpha, min_size=a.min_size, cluster=a.cluster,
                         memory=a.memory, null1=a.null1, history=a.history, stream_seeds=a.stream_seeds,
                         n_before=a.before, n_after=a.after, junk_frac=a.junk_frac, novel_frac=a.novel_frac)
-    config.set_threads(a.threads)
+    from threadpoolctl import threadpool_limits
+
+    threads = config.set_threads(a.threads)
     if a.detectors:
         o.detectors = tuple(a.detectors)
-    r = evaluate(a.suite, o, cache=a.cache_dir, data_dir=a.data_dir, device=a.device, progress=not a.quiet)
+    # numpy's BLAS too: the stream's thousands of small GMM fits slow down several-fold when BLAS threads
+    # compete with each other or with another job for the cores
+    with threadpool_limits(threads):
+        r = evaluate(a.suite, o, cache=a.cache_dir, data_dir=a.data_dir, device=a.device, progress=not a.quiet)
     out = a.out or f"results/{r['suite']}"  # the suite's name (also for a suite file)
     for p in write(r, out, "oodbench novelty " + " ".join(shlex.quote(x) for x in sys.argv[1:][1:])
                    if sys.argv[1:2] == ["novelty"] else ""):
