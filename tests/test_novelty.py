@@ -159,6 +159,9 @@ def test_protocol_stream_and_metrics_on_a_synthetic_pool(world):
     assert m["detected_7"] and m["delay_7"] == 30 and m["detection_rate"] == 1.0
     assert m["false_declarations"] == 0 and m["classes_found"] == 1
     assert m["purity"] >= 0.9 and m["coverage"] >= 0.8 and m["ari"] is not None  # ARI is 0 with one class
+    fl = npr.flagging(pool, ["s"])["s"]
+    assert fl["held-7"]["auroc"] > 0.99 and fl["held-7"]["p<=0.01"] > 0.9
+    assert fl["id"]["auroc"] is None and fl["id"]["p<=0.05"] == pytest.approx(0.05, abs=0.03)
     alarm = npr.alarm_metrics(npr.run_alarm(pool, stream, "s", o), pool, stream, o)
     assert alarm["false_per_1000_junk_windows"] == 1000.0  # junk alone trips the naive alarm
 

@@ -205,6 +205,30 @@ def alarm_metrics(run: dict, pool: ns.Pool, stream: list, o: ProtocolOptions) ->
     return out
 
 
+def flagging(pool: ns.Pool, methods) -> dict:
+    """Per method and per non-ID source of the pool: the AUROC of its p-values against the ID test images
+    (smaller p = more OOD) and the share with p <= 0.01 and p <= 0.05 — how much of a source the flagging
+    step can pass on to discovery at all (Benjamini–Hochberg in a window with 15 % junk flags at about
+    p <= 0.01)."""
+    from sklearn.metrics import roc_auc_score
+
+    names = np.asarray(pool.sources)[pool.source]
+    out = {}
+    for m in methods:
+        p = pool.pvalues[m]
+        pid = p[names == "id"]
+        out[m] = {}
+        for src in pool.sources:
+            if src == "id":
+                continue
+            q = p[names == src]
+            y = np.r_[np.zeros(len(pid)), np.ones(len(q))]
+            out[m][src] = {"auroc": float(roc_auc_score(y, -np.r_[pid, q])), "p<=0.01": float(np.mean(q <= 0.01)),
+                           "p<=0.05": float(np.mean(q <= 0.05))}
+        out[m]["id"] = {"auroc": None, "p<=0.01": float(np.mean(pid <= 0.01)), "p<=0.05": float(np.mean(pid <= 0.05))}
+    return out
+
+
 def _mean(vals):
     v = [x for x in vals if x is not None]
     return float(np.mean(v)) if v else None
@@ -248,6 +272,7 @@ def evaluate(suite: str = "mnist-open", options: ProtocolOptions | None = None, 
                      "class_names": {str(k): v for k, v in pool.class_names.items()},
                      "junk_sets": [t.name for t in session.data.tests if t.group == "far"],
                      "novel_sets": [t.name for t in session.data.tests if t.group == "novel"]},
+            "flagging": flagging(pool, o.detectors),
             "classifier": {k: session.model_meta.get(k) for k in ("arch", "key", "seed")},
             "methods": {m: {"mean": aggregate(v), "per_seed": v} for m, v in methods.items()},
             "trace_seed0": trace, "seconds": {"scoring": t_score, "total": time.perf_counter() - t0,

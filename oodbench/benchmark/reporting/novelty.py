@@ -34,6 +34,23 @@ def _pipeline_text(o: dict) -> list[str]:
             f"window's clusters); per-window level alpha = {o['alpha']}. "]
 
 
+def _flagging_lines(r: dict) -> list[str]:
+    """What the flagging step can pass on: per method and source, AUROC against ID and the share of small
+    p-values (``flagging`` in novelty.json)."""
+    fl = r.get("flagging")
+    if not fl:
+        return []
+    lines = ["## What the flagging step can pass on", "",
+             "Per method and pool source: AUROC of the p-values against the ID test images, and the share of "
+             "the source's images with p <= 0.01 / p <= 0.05 (in a window with 15 % junk, Benjamini–Hochberg at "
+             "q = 0.1 flags at about p <= 0.01; a class whose images rarely get there never reaches the "
+             "clustering).", "", "| method | source | AUROC vs ID | p <= 0.01 | p <= 0.05 |", "|---|---|---|---|---|"]
+    for m, per in fl.items():
+        for src, v in per.items():
+            lines.append(f"| {m} | {src} | {_f(v['auroc'])} | {_f(v['p<=0.01'])} | {_f(v['p<=0.05'])} |")
+    return lines + [""]
+
+
 def markdown(r: dict, command: str = "") -> str:
     o = r["options"]
     novel = r["pool"]["novel_classes"]
@@ -77,7 +94,7 @@ def markdown(r: dict, command: str = "") -> str:
               "against the held-out labels, over the held-out images and those inputs (– when no such class "
               "was declared). Coverage: share of held-out "
               "images after the arrival that were given a new class.", "",
-              "## Per stream seed", ""]
+              *_flagging_lines(r), "## Per stream seed", ""]
     for m, v in r["methods"].items():
         if m.startswith("alarm:"):
             continue
