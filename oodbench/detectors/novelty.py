@@ -54,7 +54,9 @@ any per-input p-values: StatTest, VAE, or conformal p-values of any score via :f
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
+from math import comb
 
 import numpy as np
 
@@ -128,8 +130,6 @@ class NoveltyDetector:
             raise ValueError(f"cluster must be one of {CLUSTERINGS}, got {cluster!r}")
         if null1 not in NULL1:
             raise ValueError(f"null1 must be one of {NULL1}, got {null1!r}")
-        from math import comb
-
         if null1 == "history" and comb(history + memory, memory) * alpha < 1:
             raise ValueError(f"history={history} and memory={memory} windows cannot reach alpha={alpha}: the "
                              f"smallest window-enrichment p-value is 1/C({history + memory}, {memory})")
@@ -211,9 +211,7 @@ class NoveltyDetector:
         ref = np.concatenate([b[2] for b in self._reference])
         bank = np.concatenate([ref] + [c.embedded for c in self.classes])
         owner = np.concatenate([np.full(len(ref), -1)] + [np.full(len(c.embedded), c.id) for c in self.classes])
-        k = min(self.min_size - 1, len(bank))
-        d = ((z[:, None, :] - bank[None, :, :]) ** 2).sum(-1)
-        nn = np.argpartition(d, k - 1, axis=1)[:, :k]
+        nn = _nearest(z, bank, min(self.min_size - 1, len(bank)))
         return (owner[nn] == cls[:, None]).mean(1) >= RECENT_SHARE
 
     # -- one window --------------------------------------------------------------------------------
@@ -304,10 +302,7 @@ class NoveltyDetector:
         """The members whose ``min_size - 1`` nearest pooled neighbours are at least :data:`RECENT_SHARE`
         recent (a cluster that joined a new class to nearby reference junk keeps the new class)."""
         idx = np.flatnonzero(members)
-        k = min(self.min_size - 1, len(z) - 1)
-        d = ((z[idx, None, :] - z[None, :, :]) ** 2).sum(-1)
-        d[np.arange(len(idx)), idx] = np.inf  # not its own neighbour
-        nn = np.argpartition(d, k - 1, axis=1)[:, :k]
+        nn = _nearest(z[idx], z, min(self.min_size - 1, len(z) - 1), self_index=idx)
         out = np.zeros_like(members)
         out[idx[recent[nn].mean(1) >= RECENT_SHARE]] = True
         return out
@@ -318,11 +313,8 @@ class NoveltyDetector:
 
             labels = HDBSCAN(min_cluster_size=self.min_size, allow_single_cluster=True, copy=True).fit_predict(z)
             return _grow(z, labels)
-        from sklearn.mixture import GaussianMixture
-
-        import warnings
-
         from sklearn.exceptions import ConvergenceWarning
+        from sklearn.mixture import GaussianMixture
 
         best, best_bic = None, np.inf
         for m in range(1, min(self.max_gmm_components, len(z) // self.min_size) + 1):
@@ -362,6 +354,20 @@ class NoveltyDetector:
                         res["p_shift_per_class"], len(members), zs)
         self.classes.append(nc)
         return nc
+
+
+def _nearest(query: np.ndarray, bank: np.ndarray, k: int, self_index: np.ndarray | None = None,
+             chunk: int = 64) -> np.ndarray:
+    """``(len(query), k)`` indices of each query point's ``k`` nearest rows of ``bank`` (squared Euclidean,
+    in no particular order); ``self_index[i]``: the row of ``bank`` that is query ``i`` itself, left out.
+    In chunks of query rows, so memory stays at ``chunk × len(bank) × dim``."""
+    out = np.empty((len(query), k), np.int64)
+    for a in range(0, len(query), chunk):
+        d = ((query[a:a + chunk, None, :] - bank[None, :, :]) ** 2).sum(-1)
+        if self_index is not None:
+            d[np.arange(len(d)), self_index[a:a + chunk]] = np.inf  # not its own neighbour
+        out[a:a + chunk] = np.argpartition(d, k - 1, axis=1)[:, :k]
+    return out
 
 
 def _grow(z: np.ndarray, labels: np.ndarray, factor: float = GROW) -> np.ndarray:

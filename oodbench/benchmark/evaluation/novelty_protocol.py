@@ -210,7 +210,7 @@ def flagging(pool: ns.Pool, methods) -> dict:
     (smaller p = more OOD) and the share with p <= 0.01 and p <= 0.05 — how much of a source the flagging
     step can pass on to discovery at all (Benjamini–Hochberg in a window with 15 % junk flags at about
     p <= 0.01)."""
-    from sklearn.metrics import roc_auc_score
+    from oodbench.benchmark.evaluation.metrics import auroc
 
     names = np.asarray(pool.sources)[pool.source]
     out = {}
@@ -222,8 +222,7 @@ def flagging(pool: ns.Pool, methods) -> dict:
             if src == "id":
                 continue
             q = p[names == src]
-            y = np.r_[np.zeros(len(pid)), np.ones(len(q))]
-            out[m][src] = {"auroc": float(roc_auc_score(y, -np.r_[pid, q])), "p<=0.01": float(np.mean(q <= 0.01)),
+            out[m][src] = {"auroc": auroc(-pid, -q), "p<=0.01": float(np.mean(q <= 0.01)),
                            "p<=0.05": float(np.mean(q <= 0.05))}
         out[m]["id"] = {"auroc": None, "p<=0.01": float(np.mean(pid <= 0.01)), "p<=0.05": float(np.mean(pid <= 0.05))}
     return out
