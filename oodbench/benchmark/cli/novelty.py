@@ -43,12 +43,11 @@ def run(a):
     from oodbench.benchmark import config
     from oodbench.benchmark.evaluation.novelty_protocol import ProtocolOptions, evaluate
     from oodbench.benchmark.reporting.novelty import write
+    from threadpoolctl import threadpool_limits
 
     o = ProtocolOptions(window=a.window, q=a.q, alpha=a.alpha, min_size=a.min_size, cluster=a.cluster,
                         memory=a.memory, null1=a.null1, history=a.history, stream_seeds=a.stream_seeds,
                         n_before=a.before, n_after=a.after, junk_frac=a.junk_frac, novel_frac=a.novel_frac)
-    from threadpoolctl import threadpool_limits
-
     threads = config.set_threads(a.threads)
     if a.detectors:
         o.detectors = tuple(a.detectors)

@@ -102,9 +102,8 @@ def score_pool(session, detectors) -> tuple[ns.Pool, dict]:
 def run_pipeline(pool: ns.Pool, ref: dict, stream: list, method: str, o: ProtocolOptions, seed: int) -> dict:
     """Feed one stream to a fresh novelty detector on ``method``'s p-values; per-window records."""
     det = NoveltyDetector(q=o.q, alpha=o.alpha, min_size=o.min_size, n_components=o.n_components,
-                          cluster=o.cluster, memory=o.memory, null1=o.null1, history=o.history,
-                          seed=seed).fit(ref["features"], ref["labels"],
-                                                                              ref["pvalues"].get(method))
+                          cluster=o.cluster, memory=o.memory, null1=o.null1, history=o.history, seed=seed)
+    det.fit(ref["features"], ref["labels"], ref["pvalues"].get(method))
     windows, classes = [], []
     pred = {}  # stream position (window * size + slot) -> declared class id
     truth_all = pool.truth[np.concatenate(stream)]

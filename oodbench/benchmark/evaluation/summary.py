@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from oodbench.benchmark.evaluation.failure import RISK_METRICS
 from oodbench.benchmark.evaluation.metrics import METRICS
 from oodbench.benchmark.evaluation.ranking import rank_tiers
 
@@ -46,7 +47,7 @@ Z95 = 1.959963984540054
 ALARM = "false_alarm@0.10"
 #: metrics summarised besides :data:`.metrics.METRICS`: failure detection, full spectrum, and the guard's
 #: metrics at each level (``<name>@<alpha>``)
-FAILURE_METRICS = ("fd_auroc", "aurc", "eaurc", "risk@80", "risk@90", "risk@95", "fs_auroc", "fs_fpr95")
+FAILURE_METRICS = ("fd_auroc", *RISK_METRICS, "fs_auroc", "fs_fpr95")
 GUARD_PREFIXES = ("false_alarm@", "accuracy_gain@", "accepted_accuracy@", "refusal@", "refusal_right@",
                   "refusal_wrong@")
 FLAG_ORDER = ("not_applicable", "degenerate", "inverted")
