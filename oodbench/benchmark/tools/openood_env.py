@@ -51,8 +51,8 @@ STEPS = [
     ("Cython + diffdist", ["setuptools", "cython", "diffdist"], []),
     ("libmr", ["libmr"], ["--no-build-isolation"]),
     # OpenOOD goes here (step "openood")
-    ("oodbench runtime deps", ["pytorch-ood", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas",
-                               "tabulate", "matplotlib", "tqdm", "pillow"], []),
+    ("oodbench runtime deps", ["pytorch-ood", "torch", "torchvision", "numpy", "scipy", "scikit-learn",
+                               "threadpoolctl", "pandas", "tabulate", "matplotlib", "tqdm", "pillow"], []),
 ]
 TEST_STEP = ("pytest", ["pytest"], [])
 BUILD_BACKENDS = ["poetry-core", "setuptools"]  # OpenOOD is built with these, without build isolation
