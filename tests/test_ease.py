@@ -69,6 +69,14 @@ def test_dist_facts_of_pytorch_ood():
     assert f["added_mb"] > 0
 
 
+def test_dist_facts_of_oodbench_count_extras_and_backports_as_declared():
+    """``ray`` is declared by the ``ray`` extra, ``tomli`` for Python < 3.11 only: neither is undeclared."""
+    f = install.dist_facts("oodbench", "oodbench")
+    assert f["installed"]
+    assert not {"ray", "tomli", "tomli (not installed)"} & set(f["undeclared_imports"]), f["undeclared_imports"]
+    assert "ray" in f["extra_only_dependencies"]
+
+
 def test_dist_facts_runs_with_the_standard_library_only():
     """The script form is what runs inside OpenOOD's environment."""
     import subprocess

@@ -58,18 +58,35 @@ def _table(res):
     return df[df["status"] == "ok"][cols].sort_values(cols[:5]).reset_index(drop=True)
 
 
+def _most_at_once(log) -> int:
+    """The most jobs of a run record's log running at one time ([start_s, start_s + seconds] each)."""
+    events = sorted([(j["start_s"], 1) for j in log] + [(j["start_s"] + j["seconds"], -1) for j in log])
+    most = now = 0
+    for _, step in events:  # at equal times an end (-1) sorts before a start (+1)
+        now += step
+        most = max(most, now)
+    return most
+
+
 def _run(data_dir, cache_dir, tmp_path, name, **kw):
-    kw = {"detectors": DETS, "use_score_cache": False, "seeds": [0, 1], **kw}
+    kw = {"detectors": DETS, "use_score_cache": False, "seeds": [0, 1], "threads": 1, **kw}
     return runner.evaluate("mnist-smoke", data_dir=data_dir, cache_dir=cache_dir, out=tmp_path / name,
-                           threads=1, n_boot=20, progress=False, **kw)
+                           n_boot=20, progress=False, **kw)
 
 
 @pytest.mark.slow
 def test_local_and_ray_executors_give_the_serial_table(data_dir, cache_dir, tmp_path):
     serial = _run(data_dir, cache_dir, tmp_path, "serial", executor="serial")
     local = _run(data_dir, cache_dir, tmp_path, "local", executor="local", jobs=2)
-    assert local.record["executor"] == {"name": "local", "workers": 2}
+    assert local.record["executor"] == {"name": "local", "workers": 2, "threads": 1}
     assert {j.get("worker") for j in local.record["jobs"]["log"]} <= {"w1", "w2"}
+    log = local.record["jobs"]["log"]
+    assert all(j["start_s"] >= 0 for j in log) and _most_at_once(log) <= 2
+    one = _run(data_dir, cache_dir, tmp_path, "one", executor="local", jobs=1, seeds=[0],
+               detectors=["pytorch_ood.msp", "pytorch_ood.energy"], threads=None)
+    assert len(one.record["jobs"]["log"]) >= 3 and _most_at_once(one.record["jobs"]["log"]) == 1
+    # one torch thread per job whatever --jobs (not cores // N): the scores do not depend on N
+    assert one.record["executor"] == {"name": "local", "workers": 1, "threads": 1} and one.record["threads"] == 1
     pd.testing.assert_frame_equal(_table(serial), _table(local))
     for res in (serial, local):  # every row names its run, whichever process computed it
         assert set(res.table["run_id"]) == {res.record["run_id"]} and res.record["run_id"]

@@ -232,3 +232,60 @@ def train_wgan(net: WGANInv, x_train: np.ndarray, iterations: int, batch_size: i
     net.eval()
     return {"train_seconds": time.perf_counter() - t0, "iterations": iterations, "ae_warmup": ae_warmup, "n_train": n,
             "log": log}
+
+
+def tune_inverter(net: WGANInv, x_train: np.ndarray, classify, iterations: int, batch_size: int = 64,
+                  lr: float = 5e-4, label_weight: float = 1.0, lam_inv: float = 0.1, seed: int = 0, device="cpu",
+                  progress: bool = True, monitor=None, log_every: int = 500) -> dict:
+    """Fine-tune the inverter alone (generator and classifier frozen) so that reconstructions keep the
+    classifier's label, in place: loss Σ_pixels (x − G(I(x)))² + ``label_weight``·CE(f(G(I(x))), f(x)) +
+    λ·mean (z − I(G(z)))², with f(x) the label the classifier ``classify`` (32×32 batch → logits) predicts
+    for the training image x. The spec asks the inverter to keep the label of ≥ 95 % of ID images before
+    Δz is trusted; the WGAN-GP inverter alone keeps 94 % on MNIST and 77 % on FashionMNIST (CPU schedule).
+    Only the inverter moves, so G, and with it the latent geometry that Δz measures, stays the GAN's.
+    ``monitor(net)`` → dict, logged every ``log_every`` iterations and at the end."""
+    from tqdm.auto import tqdm
+
+    g = torch.Generator().manual_seed(seed)
+    dev = torch.device(device)
+    net.to(dev)
+    gen, inv = net.G, net.I
+    xt = to32(x_train)
+    n = len(xt)
+    with torch.no_grad():
+        y = torch.cat([classify(xt[i:i + 1024].to(dev)).argmax(1).cpu() for i in range(0, n, 1024)])
+    params = list(inv.parameters())
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.99))
+    log, t0 = [], time.perf_counter()
+    if monitor is not None:
+        log.append({"iteration": 0, "seconds": 0.0, **monitor(net)})
+    inv.train()
+    bar = tqdm(total=iterations, desc="tune inverter (label-keeping)", disable=not progress, unit="it", leave=False)
+    try:
+        for it in range(1, iterations + 1):
+            idx = torch.randint(0, n, (batch_size,), generator=g)
+            xb, yb = xt[idx].to(dev), y[idx].to(dev)
+            rec = gen(inv(xb))
+            z = torch.randn(batch_size, net.latent, generator=g).to(dev)
+            with torch.no_grad():
+                xz = gen(z)
+            loss = (rec - xb).pow(2).flatten(1).sum(1).mean() + label_weight * F.cross_entropy(classify(rec), yb) \
+                + lam_inv * F.mse_loss(inv(xz), z)
+            # gradients of the inverter's parameters only: G's and the classifier's .grad stay untouched
+            for p, gr in zip(params, torch.autograd.grad(loss, params)):
+                p.grad = gr
+            opt.step()
+            bar.update(1)
+            if monitor is not None and (it % log_every == 0 or it == iterations):
+                inv.eval()
+                rec_ = {"iteration": it, "seconds": time.perf_counter() - t0, "loss": float(loss.detach()),
+                        **monitor(net)}
+                inv.train()
+                log.append(rec_)
+                if progress:
+                    bar.write("inverter tuning it {iteration}: recon L2 {recon_l2:.3f}, label kept {label_kept:.3f}"
+                              .format(**rec_))
+    finally:
+        bar.close()
+        net.eval()
+    return {"tune_seconds": time.perf_counter() - t0, "tune_iterations": iterations, "n_train": n, "log": log}

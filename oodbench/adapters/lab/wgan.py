@@ -40,10 +40,19 @@ from oodbench.adapters.base import Detector, DetectorInfo
 from oodbench.detectors.dz_search import Oracle, bisection_search, gradient_search, recursive_search, sample_seed
 from oodbench.detectors.pvalues import conformal_p, conformal_p_randomized
 from oodbench.detectors.sampling import seeded_subset
-from oodbench.detectors.wgan import LATENT, SMALL_N, WGANInv, from32, to32, train_wgan
+from oodbench.detectors.wgan import LATENT, SMALL_N, WGANInv, from32, to32, train_wgan, tune_inverter
 
 def _on_cuda(device) -> bool:
     return str(device).startswith("cuda")
+
+
+def fingerprint(model) -> str:
+    """Hash of a module's state (names and bytes): names the classifier an inverter was tuned against."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def subsample(n: int, max_samples: int | None, seed: int, checksum: str) -> np.ndarray:
@@ -57,11 +66,16 @@ class _WGANBase(Detector):
 
     The GAN's hyperparameters, common to the three detectors: ``dim`` / ``iterations`` / ``epochs``, its
     width and training budget (None = the defaults of :func:`_gan_config`); ``min_iterations``, the budget
-    on tiny training sets; ``batch_size``; ``lr``; ``monitor_n``, ID fit images for the inverter check."""
+    on tiny training sets; ``batch_size``; ``lr``; ``monitor_n``, ID fit images for the inverter check;
+    ``tune_iterations`` / ``tune_weight``, the inverter's label-keeping fine-tuning against this classifier
+    (:func:`oodbench.detectors.wgan.tune_inverter`; None = 3,000 iterations, 50 on tiny training sets; 0 = off)
+    and the weight of its cross-entropy term."""
 
-    def _gan_params(self, dim, iterations, epochs, min_iterations, batch_size, lr, monitor_n) -> None:
+    def _gan_params(self, dim, iterations, epochs, min_iterations, batch_size, lr, monitor_n,
+                    tune_iterations=None, tune_weight=10.0) -> None:
         self.dim, self.iterations, self.epochs, self.min_iterations = dim, iterations, epochs, min_iterations
         self.batch_size, self.lr, self.monitor_n = batch_size, lr, monitor_n
+        self.tune_iterations, self.tune_weight = tune_iterations, tune_weight
 
     def _gan_config(self, train, device) -> dict:
         rgb = train.x.ndim == 4
@@ -118,9 +132,12 @@ class _WGANBase(Detector):
                                          log_every=max(100, cfg["iterations"] // 5),
                                          ae_warmup=cfg.get("ae_warmup", 0), lr_inv=cfg.get("lr_inv")))
         self.net_.to(self.device_).eval()
+        # the check with *this* classifier (the cached log may come from training with another seed's model)
+        self.inversion_untuned_ = self._inversion_check(self.net_, mon_x, mon_y, oracle)
+        self.tune_log_ = self._tune(fit, train, cfg, monitor)
+        self.net_.to(self.device_).eval()
         for p in self.net_.parameters():
             p.requires_grad_(False)
-        # the check with *this* classifier (the cached log may come from training with another seed's model)
         self.inversion_ = self._inversion_check(self.net_, mon_x, mon_y, oracle)
         if self.inversion_["label_kept"] < 0.95 and progress:
             from tqdm.auto import tqdm
@@ -128,6 +145,44 @@ class _WGANBase(Detector):
             tqdm.write(f"warning: the inverter keeps the predicted label of only {self.inversion_['label_kept']:.1%} "
                        "of ID fit images (the spec asks >= 95 % before trusting Δz)")
         return self
+
+    def _tune(self, fit, train, cfg, monitor) -> dict | None:
+        """The inverter fine-tuned to keep this classifier's labels (cached per GAN checkpoint and classifier)."""
+        its = self.tune_iterations
+        if its is None:
+            its = 50 if len(train) < SMALL_N else 3000
+        if not its:
+            return None
+        tcfg = {"base": self.train_log_.get("key") or cfg, "iterations": int(its),
+                "label_weight": float(self.tune_weight), "lr": 5e-4, "batch_size": 64, "lam_inv": 0.1}
+        base = {k: v.detach().cpu().clone() for k, v in self.net_.state_dict().items()}
+        model, shape = fit.model, self.shape_
+
+        def build():
+            net = WGANInv(cfg["channels"], cfg["latent"], cfg["dim"])
+            net.load_state_dict(base)
+            return net
+
+        self.net_, log = fit.context.load_or_train(
+            "wgan_inv_tuned", tcfg, f"{train.checksum}:{fingerprint(model)}", self.seed_, build=build,
+            train=lambda net: tune_inverter(net, train.x, lambda t: model(from32(t, shape)), tcfg["iterations"],
+                                            tcfg["batch_size"], tcfg["lr"], tcfg["label_weight"], tcfg["lam_inv"],
+                                            self.seed_, self.device_, bool(fit.context.progress), monitor,
+                                            log_every=max(1, tcfg["iterations"] // 4)))
+        return log
+
+    def diagnostics(self) -> dict:
+        """The inverter check on ID ``fit`` images (the lab spec asks that G(I(x)) keep the predicted label
+        of ≥ 95 %), before and after the label-keeping tuning."""
+        if getattr(self, "inversion_", None) is None:
+            return {}
+        out = {"fit_label_kept_share": self.inversion_["label_kept"], "fit_recon_l2": self.inversion_["recon_l2"],
+               "fit_check_samples": self.inversion_["n"]}
+        if self.tune_log_ is not None:
+            out.update(fit_label_kept_share_untuned=self.inversion_untuned_["label_kept"],
+                       fit_recon_l2_untuned=self.inversion_untuned_["recon_l2"],
+                       tune_iterations=self.tune_log_.get("tune_iterations"))
+        return out
 
     @torch.no_grad()
     def _inversion_check(self, net, x_uint8, y, oracle) -> dict:
@@ -154,9 +209,11 @@ class ReconDetector(_WGANBase):
 
     def __init__(self, terms: str = "ce+mse", dim: int | None = None, iterations: int | None = None,
                  epochs: float | None = None, min_iterations: int = 100, batch_size: int | None = None, lr: float | None = None,
-                 monitor_n: int = 1000):
+                 monitor_n: int = 1000,
+                 tune_iterations: int | None = None, tune_weight: float = 10.0):
         self.terms = terms
-        self._gan_params(dim, iterations, epochs, min_iterations, batch_size, lr, monitor_n)
+        self._gan_params(dim, iterations, epochs, min_iterations, batch_size, lr, monitor_n, tune_iterations,
+                         tune_weight)
 
     def fit(self, fit, cal=None):
         if self.terms not in ("ce+mse", "ce", "mse", "flip"):
@@ -246,10 +303,13 @@ class _DeltaZBase(_WGANBase):
 
     def diagnostics(self) -> dict:
         """The share of calibration images whose label the inverter keeps (Δz > 0: the reconstruction is
-        classified as the input was; the lab spec asks ≥ 95 %), once the p-values have been computed."""
+        classified as the input was; the lab spec asks ≥ 95 %), once the p-values have been computed, and the
+        inverter check on ``fit``."""
         cal = getattr(self, "cal_scores_", None)
-        return {} if cal is None else {"cal_label_kept_share": float(np.mean(np.asarray(cal) < 0)),
-                                       "cal_samples": int(len(cal))}
+        out = super().diagnostics()
+        if cal is not None:
+            out.update(cal_label_kept_share=float(np.mean(np.asarray(cal) < 0)), cal_samples=int(len(cal)))
+        return out
 
 
 class DeltaZDetector(_DeltaZBase):
@@ -263,10 +323,12 @@ class DeltaZDetector(_DeltaZBase):
     def __init__(self, nsamples: int = 5000, step: float = 0.01, h0: float = 10.0, stop: int = 5,
                  max_samples: int | None = 500, dim: int | None = None, iterations: int | None = None,
                  epochs: float | None = None, min_iterations: int = 100, batch_size: int | None = None, lr: float | None = None,
-                 monitor_n: int = 1000):
+                 monitor_n: int = 1000,
+                 tune_iterations: int | None = None, tune_weight: float = 10.0):
         self.nsamples, self.step, self.h0, self.stop = nsamples, step, h0, stop
         self.max_samples = max_samples
-        self._gan_params(dim, iterations, epochs, min_iterations, batch_size, lr, monitor_n)
+        self._gan_params(dim, iterations, epochs, min_iterations, batch_size, lr, monitor_n, tune_iterations,
+                         tune_weight)
 
     batch = 1
 
@@ -300,10 +362,12 @@ class FastDeltaZDetector(_DeltaZBase):
     def __init__(self, method: str = "gradient", n_directions: int = 64, n_bisect: int = 10, h0: float = 10.0,
                  grad_steps: int = 20, max_samples: int | None = 2000, dim: int | None = None,
                  iterations: int | None = None, epochs: float | None = None, min_iterations: int = 100,
-                 batch_size: int | None = None, lr: float | None = None, monitor_n: int = 1000):
+                 batch_size: int | None = None, lr: float | None = None, monitor_n: int = 1000,
+                 tune_iterations: int | None = None, tune_weight: float = 10.0):
         self.method, self.n_directions, self.n_bisect = method, n_directions, n_bisect
         self.h0, self.grad_steps, self.max_samples = h0, grad_steps, max_samples
-        self._gan_params(dim, iterations, epochs, min_iterations, batch_size, lr, monitor_n)
+        self._gan_params(dim, iterations, epochs, min_iterations, batch_size, lr, monitor_n, tune_iterations,
+                         tune_weight)
 
     @property
     def batch(self):

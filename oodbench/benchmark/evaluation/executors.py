@@ -3,7 +3,8 @@
 * ``serial`` (:class:`~oodbench.benchmark.evaluation.jobs.SerialExecutor`) — one job after the other in
   this process.
 * ``local`` (:class:`LocalExecutor`, ``--jobs N``) — N worker processes on this machine
-  (:mod:`.worker`), each with ``cores // N`` torch threads, sharing the on-disk cache (atomic writes
+  (:mod:`.worker`), each job with ``--threads`` torch threads (default ``config.JOB_THREADS`` = 1, so the
+  scores do not depend on N), sharing the on-disk cache (atomic writes
   and per-entry locks: two workers never compute or write the same entry twice). Among the jobs whose
   dependencies have finished, the longest expected one starts first (durations recorded by earlier
   runs in ``<cache>/timings.json``). ``openood.*`` score jobs go to workers running in OpenOOD's own
@@ -173,13 +174,13 @@ class LocalExecutor:
             from oodbench.benchmark.tools import openood_env
 
             self.openood_python = openood_env.find_python()
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        threads = config.job_threads(ctx.options.threads)  # not cores // N: scores would depend on N
         sp = workermod.spec(ctx, threads)
         timings = Timings(config.cache_dir(ctx.options.cache_dir))
         sched, replies = Scheduler(jobs, timings), queue.Queue()
         idle: dict[str, list] = {}
         busy: list[_Worker] = []
-        n_started = 0
+        n_started, t_grid = 0, time.perf_counter()
         bar = tqdm(total=len(jobs), desc=ctx.suite["name"], disable=not progress, leave=False, unit="job")
 
         def deliver(res: JobResult, ok: bool) -> None:
@@ -220,7 +221,8 @@ class LocalExecutor:
                 if msg[0] == "ok":
                     res = msg[1]
                     res.record = {**res.record, "worker": w.wid, "python": self._python_for(job),
-                                  "seconds": round(msg[2], 3), "peak_rss_mb": round(msg[3], 1)}
+                                  "start_s": round(w.started - t_grid, 3), "seconds": round(msg[2], 3),
+                                  "peak_rss_mb": round(msg[3], 1)}
                     timings.record(job, msg[2])
                     idle.setdefault(self._python_for(job), []).append(w)
                     deliver(res, res.failure is None or job.kind == "score")
@@ -235,7 +237,9 @@ class LocalExecutor:
                     if msg[0] == "error" and len(msg) > 2 and msg[2] is not None:
                         raise msg[2]  # the worker's own exception (a user error stays one)
                     raise RuntimeError(f"job {job.key} failed in worker {w.wid}: {why}")
-                deliver(failed_result(job, ctx, why.splitlines()[0], seconds=secs), True)
+                res = failed_result(job, ctx, why.splitlines()[0], seconds=secs)
+                res.record.update(worker=w.wid, start_s=round(w.started - t_grid, 3))
+                deliver(res, True)
         finally:
             bar.close()
             timings.save()

@@ -55,13 +55,14 @@ class RayExecutor:
         if started_here:
             kw = {"address": self.address} if self.address else {"num_cpus": self.num_cpus}
             ray.init(log_to_driver=False, include_dashboard=False, **kw)
-        self.workers = int(ray.cluster_resources().get("CPU", 1))
+        threads = config.job_threads(ctx.options.threads)
+        self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
         gpu = 0.25 if str(ctx.options.device).startswith("cuda") else 0
-        task = ray.remote(num_cpus=1, num_gpus=gpu, max_retries=0)(_run_remote)
-        sp = workermod.spec(ctx, threads=1)
+        task = ray.remote(num_cpus=threads, num_gpus=gpu, max_retries=0)(_run_remote)
+        sp = workermod.spec(ctx, threads=threads)
         sp_ref, sp_id = ray.put(sp), f"{id(ctx)}-{time.time()}"
         timings = Timings(config.cache_dir(ctx.options.cache_dir))
-        sched, running = Scheduler(jobs, timings), {}
+        sched, running, t_grid = Scheduler(jobs, timings), {}, time.perf_counter()
         bar = tqdm(total=len(jobs), desc=ctx.suite["name"], disable=not progress, leave=False, unit="job")
         try:
             while sched.pending or running:
@@ -95,7 +96,8 @@ class RayExecutor:
                         on_result(failed_result(j, ctx, f"{type(e).__name__}: {str(e).splitlines()[0]}"))
                         bar.update(1)
                         continue
-                    res.record = {**res.record, "worker": "ray", "seconds": round(secs, 3), "peak_rss_mb": round(rss, 1)}
+                    res.record = {**res.record, "worker": "ray", "start_s": round(t0 - t_grid, 3),  # submitted
+                                  "seconds": round(secs, 3), "peak_rss_mb": round(rss, 1)}
                     timings.record(j, secs)
                     sched.finish(j, True)
                     on_result(res)

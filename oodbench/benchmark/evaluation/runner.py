@@ -125,7 +125,7 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions 
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
-    threads = config.set_threads(o.threads)
+    threads = config.set_threads(config.job_threads(o.threads))  # the same per job whatever the executor
     skipped = {} if detectors else {n: r for n in registry.names() if (r := skip_reason(n, o.device))}
     ctx = RunContext(suite_d, names, o, run_id=new_run_id(), say=tqdm.write if o.progress else (lambda *a, **k: None))
     t0 = time.perf_counter()
@@ -146,7 +146,7 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions 
         rec = _record(ctx, collected, seeds, threads, t_data) | env
         rec.update(status=status, wall_seconds=time.perf_counter() - t_start,
                    skipped_detectors=[{"detector": n, "reason": r} for n, r in skipped.items()],
-                   executor={"name": executor.name, "workers": getattr(executor, "workers", 1)},
+                   executor={"name": executor.name, "workers": getattr(executor, "workers", 1), "threads": threads},
                    jobs={"planned": len(jobs), "done": len(collected), "log": _job_log(collected)})
         result = RunResult(results.to_frame([r for jr in collected for r in jr.rows]), rec, _curves(collected))
         if folder is not None and (status == "complete" or len(result.table)):
@@ -189,9 +189,10 @@ def _executor(o: RunOptions, names):
 
 
 def _job_log(collected) -> list:
-    """Per job: its key, and where it ran and how long (worker executors); ``peak_rss_mb`` is the peak
-    resident memory of the worker *process* up to the end of the job (a worker runs many jobs)."""
-    keys = ("worker", "python", "seconds", "peak_rss_mb")
+    """Per job: its key, and where it ran, when it started (``start_s``, seconds after the grid began) and
+    how long (worker executors); ``peak_rss_mb`` is the peak resident memory of the worker *process* up to
+    the end of the job (a worker runs many jobs)."""
+    keys = ("worker", "python", "start_s", "seconds", "peak_rss_mb")
     return [{"key": jr.job.key, **{k: jr.record[k] for k in keys if k in jr.record}} for jr in collected]
 
 

@@ -117,6 +117,8 @@ def dist_facts(dist: str, package: str) -> dict:
     reqs = d.requires or []
     declared = sorted({_req_name(r) for r in reqs if _applies(r)})
     extras = sorted({_req_name(r) for r in reqs if "extra" in r} - set(declared))
+    # declared for other environments only (a backport for older Pythons, say): declared, not needed here
+    elsewhere = {_req_name(r) for r in reqs if "extra" not in r and not _applies(r)} - set(declared)
     out["declared_dependencies"] = declared
     out["declared_requirements"] = sorted(r for r in reqs if "extra" not in r)
     out["extra_only_dependencies"] = extras
@@ -157,6 +159,8 @@ def dist_facts(dist: str, package: str) -> dict:
             dists = {_norm(x) for x in pmap.get(name, [])}
             if not dists and _norm(name) in declared:
                 continue  # declared, just not installed here (see missing_declared)
+            if _norm(name) in elsewhere or dists & elsewhere:
+                continue  # declared with an environment marker that does not hold here
             if not dists and _norm(name) in extras:
                 extra_only[name] = {**e, "distribution": _norm(name)}
             elif not dists:
