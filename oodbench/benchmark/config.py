@@ -42,11 +42,12 @@ def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
     return p
 
 
-def default_threads() -> int:
+def default_threads(fallback: int | None = None) -> int:
+    """``$OODBENCH_THREADS``, else ``fallback``, else half the cores (at least 1)."""
     env = os.environ.get("OODBENCH_THREADS")
     if env:
         return max(1, int(env))
-    return max(1, (os.cpu_count() or 2) // 2)
+    return max(1, fallback or (os.cpu_count() or 2) // 2)
 
 
 #: torch threads per job of ``oodbench run`` unless ``--threads`` says otherwise: 1, whatever ``--jobs`` and
@@ -59,8 +60,7 @@ JOB_THREADS = 1
 def job_threads(n: int | None = None) -> int:
     """Torch threads per job of ``oodbench run``: ``n`` (``--threads``), else ``$OODBENCH_THREADS``, else
     :data:`JOB_THREADS`."""
-    env = os.environ.get("OODBENCH_THREADS")
-    return max(1, int(n or (int(env) if env else JOB_THREADS)))
+    return max(1, int(n)) if n else default_threads(JOB_THREADS)
 
 
 def set_threads(n: int | None = None) -> int:
