@@ -240,6 +240,10 @@ def test_wgan_training_cache_subsample_protocol_and_pvalues(sep, ctx, tmp_path):
     assert p.shape == (len(sep.id_test),) and p.min() > 0 and p.max() <= 1  # ties broken at random
     np.testing.assert_array_equal(p, fast.p_value(sep.reps("id_test")))  # seeded
     assert set(fast.diagnostics()) >= {"cal_label_kept_share", "cal_samples", "fit_label_kept_share"}
+    assert fast.diagnostics()["cal_samples"] == len(cal)  # the whole cal split is the reference by default
+    few = registry.create("wgan_dz_fast", max_samples=10, cal_samples=5, n_directions=4, n_bisect=3, **kw)
+    few.fit(fit, cal).p_value(sep.reps("id_test"))
+    assert few.diagnostics()["cal_samples"] == 5 and registry.create("wgan_dz").cal_samples == 500
 
 
 def test_inverter_tuning_keeps_labels_moves_only_the_inverter_and_is_cached(sep, ctx, tmp_path):

@@ -204,3 +204,41 @@ def test_leaderboard_warns_about_a_classifier_seed_that_diverged():
     msg = weak_seed_warning(pd.DataFrame(rows))
     assert "seed 1 reaches 11.35 %" in msg and "98.86 %" in msg
     assert weak_seed_warning(pd.DataFrame([r for r in rows if r["seed"] != 1])) == ""
+
+
+def test_openood_cifar10_comparison_states_classifier_and_sets(tmp_path):
+    """The cifar10 report's section against OpenOOD's published CIFAR-10 leaderboard: near = Tiny ImageNet,
+    shared far = MNIST and DTD, all far = the suite's far mean; pytorch-ood / OpenOOD per cell; the
+    classifier's accuracy and the missing sets stated."""
+    import pandas as pd
+
+    from oodbench.benchmark.reporting import published_cifar10 as pc
+    from oodbench.benchmark.reporting.documents import Doc
+
+    rows = [{"model": "airbench", "detector": "classifier", "metric": "accuracy", "test_set": "id",
+             "mean": 0.8946, "std": 0.0012, "n_seeds": 3}]
+    for det, v in (("pytorch_ood.msp", 0.8), ("openood.msp", 0.82), ("openood.relation", 0.7)):
+        for s, shift in (("tinyimagenet", 0.0), ("mnist-rgb", 0.1), ("dtd", 0.05), ("far-mean", 0.02),
+                         ("gaussian", -0.5)):
+            rows.append({"model": "airbench", "detector": det, "metric": "auroc", "test_set": s, "mean": v + shift,
+                         "std": 0.0, "n_seeds": 3})
+    folder = tmp_path / "cifar10"
+    folder.mkdir()
+    pd.DataFrame(rows).to_csv(folder / "summary.csv", index=False)
+    summary = pd.read_csv(folder / "summary.csv")
+    assert pc.measured(summary, "openood.msp") == pytest.approx({"near": 82.0, "far": 89.5, "far_all": 84.0})
+    assert pc.measured(summary, "pytorch_ood.energy") == {} and pc.measured(summary, None) == {}
+    doc = Doc("t")
+    pc.section(doc, folder)
+    md = doc.render_md()
+    assert "| MSP " in md and "88.03" in md and "80.00 / 82.00" in md and "87.50 / 89.50" in md
+    assert "| Relation" in md and "– / 70.00" in md
+    assert "| EBO" not in md  # no row without a measured value
+    assert "`airbench`" in md and "89.46 ± 0.12 % (mean of 3 seeds)" in md and "CIFAR-100" in md
+    assert "Places365" in md
+    other = tmp_path / "mnist"
+    other.mkdir()
+    pd.DataFrame(rows).to_csv(other / "summary.csv", index=False)
+    empty = Doc("t")
+    pc.section(empty, other)  # only cifar10 reports have it
+    assert "CIFAR-10 leaderboard" not in empty.render_md()

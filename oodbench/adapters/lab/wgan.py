@@ -24,7 +24,11 @@ subsample (without replacement) of at most ``max_samples`` inputs of the ID test
 (faithful: 500, the spec's protocol; fast: 2,000). ``max_samples=None`` scores everything. The random
 directions of an input are seeded by (seed, a CRC of the image's bytes), so an input gets the same
 directions wherever it appears. ``p_value`` is the left-tail conformal p-value of Δz on a seeded subsample of
-``max_samples`` ``cal`` images (computed on first use).
+at most ``cal_samples`` ``cal`` images (computed on first use; faithful: 500; fast: None, the whole split,
+5,000 images in mnist and fashionmnist). A larger reference narrows the spread of the false-alarm rate
+around α that the draw of the reference adds: on fashionmnist's whole ID test at α = 0.05, seeds 0 / 1 / 2
+gave 0.058–0.060 / 0.050–0.052 / 0.052–0.055 with a 2,000-image reference (five tie-breaking seeds each)
+and 0.051–0.054 / 0.054–0.058 / 0.051–0.054 with the whole split.
 Δz is censored at the search's upper radius h0 = 10 when no label change is found.
 """
 from __future__ import annotations
@@ -287,7 +291,7 @@ class _DeltaZBase(_WGANBase):
         return -self.delta_z(rep.images.x, rep.preds)
 
     def p_value(self, rep) -> np.ndarray:
-        """Left-tail conformal p-value of Δz on (a seeded subsample of ``max_samples`` of) the ``cal`` split,
+        """Left-tail conformal p-value of Δz on (a seeded subsample of ``cal_samples`` of) the ``cal`` split,
         computed on first use, ties broken at random: p = (#{Δz_cal < Δz} + U (1 + #{Δz_cal = Δz})) / (n + 1).
         Δz is 0 for every input whose reconstruction already changes the label — a point mass shared by
         ID and OOD inputs; counting those ties against rejection gave no false alarm at any α (a
@@ -295,7 +299,7 @@ class _DeltaZBase(_WGANBase):
         if self.cal_ is None:
             raise RuntimeError("p_value needs fit(..., cal)")
         if getattr(self, "cal_scores_", None) is None:
-            idx = subsample(len(self.cal_), self.max_samples, self.seed_, self.cal_.images.checksum)
+            idx = subsample(len(self.cal_), self.cal_samples, self.seed_, self.cal_.images.checksum)
             self.cal_scores_ = self.score(self.cal_.store.representation(self.cal_.images.subset(idx), "cal"))
         scores = self.score(rep)
         return conformal_p_randomized(self.cal_scores_, scores,
@@ -321,12 +325,13 @@ class DeltaZDetector(_DeltaZBase):
                               "per input; scores a seeded subsample of max_samples inputs per set")
 
     def __init__(self, nsamples: int = 5000, step: float = 0.01, h0: float = 10.0, stop: int = 5,
-                 max_samples: int | None = 500, dim: int | None = None, iterations: int | None = None,
+                 max_samples: int | None = 500, cal_samples: int | None = 500, dim: int | None = None,
+                 iterations: int | None = None,
                  epochs: float | None = None, min_iterations: int = 100, batch_size: int | None = None, lr: float | None = None,
                  monitor_n: int = 1000,
                  tune_iterations: int | None = None, tune_weight: float = 10.0):
         self.nsamples, self.step, self.h0, self.stop = nsamples, step, h0, stop
-        self.max_samples = max_samples
+        self.max_samples, self.cal_samples = max_samples, cal_samples
         self._gan_params(dim, iterations, epochs, min_iterations, batch_size, lr, monitor_n, tune_iterations,
                          tune_weight)
 
@@ -360,12 +365,13 @@ class FastDeltaZDetector(_DeltaZBase):
                               "directions (or DeepFool-style gradient walk); same ranking as the recursive search")
 
     def __init__(self, method: str = "gradient", n_directions: int = 64, n_bisect: int = 10, h0: float = 10.0,
-                 grad_steps: int = 20, max_samples: int | None = 2000, dim: int | None = None,
+                 grad_steps: int = 20, max_samples: int | None = 2000, cal_samples: int | None = None,
+                 dim: int | None = None,
                  iterations: int | None = None, epochs: float | None = None, min_iterations: int = 100,
                  batch_size: int | None = None, lr: float | None = None, monitor_n: int = 1000,
                  tune_iterations: int | None = None, tune_weight: float = 10.0):
         self.method, self.n_directions, self.n_bisect = method, n_directions, n_bisect
-        self.h0, self.grad_steps, self.max_samples = h0, grad_steps, max_samples
+        self.h0, self.grad_steps, self.max_samples, self.cal_samples = h0, grad_steps, max_samples, cal_samples
         self._gan_params(dim, iterations, epochs, min_iterations, batch_size, lr, monitor_n, tune_iterations,
                          tune_weight)
 

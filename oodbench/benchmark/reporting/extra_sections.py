@@ -1,6 +1,7 @@
 """Report sections from the other analyses written into a suite's results folder, when present:
 ``analysis/stattest.json`` (``oodbench analyse stattest``), ``novelty.json`` (``oodbench novelty``) and, in
-the mnist report, the comparison with OpenOOD's published MNIST table (:mod:`.published`).
+the mnist report, the comparison with OpenOOD's published MNIST table (:mod:`.published`); in the cifar10
+report, the comparison with OpenOOD's published CIFAR-10 leaderboard (:mod:`.published_cifar10`).
 Like the rest of the report they read results files only."""
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ TITLES = {"calibration": "Calibration on the ID test set", "layers": "Which laye
 
 
 def sections(doc, res) -> None:
-    from oodbench.benchmark.reporting import published
+    from oodbench.benchmark.reporting import published, published_cifar10
 
     _stattest(doc, res.folder)
     _novelty(doc, res.folder)
     published.section(doc, res.folder)
+    published_cifar10.section(doc, res.folder)
 
 
 def _stattest(doc, folder) -> None:
