@@ -143,3 +143,38 @@ def test_scheduler_orders_ready_jobs_longest_first_and_drops_dependents_of_failu
     start, dead = sched.ready()
     assert [j.detector for j in start] == ["b", "c", "a"]
     assert sorted(j.key for j in dead) == [f"score/s/seed1/{d}" for d in "abc"]
+
+
+def test_a_worker_exits_when_its_run_is_killed(tmp_path):
+    """A worker whose parent (the run) dies exits too instead of finishing its job alone: a parent starts a
+    child that watches it (``exit_with_parent``) and then sleeps; the parent is SIGKILLed; the child is gone
+    within a few seconds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    child = ("import os, time; from oodbench.benchmark.evaluation.worker import exit_with_parent; "
+             "exit_with_parent(os.getppid(), 0.05); print('ready', flush=True); time.sleep(120)")
+    parent = ("import subprocess, sys, time; "
+              f"p = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE, text=True); "
+              "p.stdout.readline(); print(p.pid, flush=True); time.sleep(120)")
+    par = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    pid = int(par.stdout.readline())
+    os.kill(par.pid, signal.SIGKILL)
+    par.wait()
+
+    def running(p):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                return f.read().split(")")[-1].split()[0] not in ("Z", "X")
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 10
+    while running(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    alive = running(pid)
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "the orphaned worker kept running"

@@ -98,7 +98,23 @@ def _picklable(e: BaseException):
         return None
 
 
+def exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """Exit this process (at once, ``os._exit``) when its parent ``parent`` is gone: a worker whose run was
+    killed must not go on computing its job alone. A daemon thread polls the parent pid every ``every``
+    seconds (an orphan is re-parented, so ``os.getppid()`` changes). Cache entries stay whole: they are
+    written to a temporary file and renamed, and their locks are released with the process."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def main() -> int:
+    exit_with_parent(os.getppid())
     chan = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints of detectors go to stderr
     inp = sys.stdin.buffer
