@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     r.add_argument("--cache-dir", default=None, help="cache folder (default $OODBENCH_CACHE or ~/.cache/oodbench)")
     r.add_argument("--out", default=None, help="output folder (default results/<suite>)")
     r.add_argument("--threads", type=positive_int, default=None, help="torch threads per job (default 1, whatever --jobs: linear-algebra-heavy detectors round differently "
-                        "with another thread count, so the default keeps scores equal across --jobs and machines)")
+                        "with another thread count, so the default keeps scores equal across --jobs)")
     r.add_argument("--bootstrap", type=count, default=100, help="bootstrap resamples for CIs (0 = none)")
     r.add_argument("--batch-size", type=positive_int, default=512)
     r.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,

@@ -53,12 +53,13 @@ def comparison(openood_lenet: pd.DataFrame, our_lenet: pd.DataFrame | None) -> l
         b = measured(our_lenet, f"openood.{method}") if our_lenet is not None else {}
         row = [method.upper()]
         for col in COLUMNS:
-            row.append(" / ".join(_f(v) for v in (pub.get(col), a.get(col), b.get(col))))
+            row.append(" / ".join(auroc_cell(v) for v in (pub.get(col), a.get(col), b.get(col))))
         rows.append(row)
     return rows
 
 
-def _f(v) -> str:
+def auroc_cell(v) -> str:
+    """An AUROC already in % with two decimals; ``–`` when missing (also the cifar10 section's cells)."""
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
 

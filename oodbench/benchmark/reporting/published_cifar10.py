@@ -13,9 +13,10 @@ AUROC beside the published ones, per implementation (pytorch-ood and OpenOOD run
 """
 from __future__ import annotations
 
-import math
-
 import pandas as pd
+
+from oodbench.benchmark.reporting.formatting import pct
+from oodbench.benchmark.reporting.published import auroc_cell
 
 #: published AUROC (%) of OpenOOD v1.5's CIFAR-10 leaderboard (ResNet-18, 3 checkpoints): (near, far)
 PUBLISHED = {
@@ -71,13 +72,9 @@ def comparison(summary: pd.DataFrame) -> list[list]:
         ours = [measured(summary, name) for name in IMPLEMENTATIONS[method]]
         if not any(ours):
             continue
-        pair = lambda key: " / ".join(_f(m.get(key)) for m in ours)  # noqa: E731
-        rows.append([method, _f(near), pair("near"), _f(far), pair("far"), pair("far_all")])
+        pair = lambda key: " / ".join(auroc_cell(m.get(key)) for m in ours)  # noqa: E731
+        rows.append([method, auroc_cell(near), pair("near"), auroc_cell(far), pair("far"), pair("far_all")])
     return rows
-
-
-def _f(v) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
 
 def _accuracy(summary: pd.DataFrame) -> str:
@@ -86,8 +83,7 @@ def _accuracy(summary: pd.DataFrame) -> str:
     if acc.empty:
         return "?"
     row = acc.iloc[0]
-    std = f" ± {100 * float(row['std']):.2f}" if "std" in row and not pd.isna(row["std"]) else ""
-    return f"{100 * float(row['mean']):.2f}{std} % (mean of {int(row.get('n_seeds', 1))} seeds)"
+    return f"{pct(float(row['mean']), row.get('std'))} % (mean of {int(row.get('n_seeds', 1))} seeds)"
 
 
 def section(doc, folder) -> None:
