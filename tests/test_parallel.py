@@ -145,6 +145,25 @@ def test_scheduler_orders_ready_jobs_longest_first_and_drops_dependents_of_failu
     assert sorted(j.key for j in dead) == [f"score/s/seed1/{d}" for d in "abc"]
 
 
+def test_timings_are_written_per_job_and_a_cache_hit_keeps_the_known_duration(tmp_path):
+    """A run killed mid-grid keeps the durations it measured (written at each job), and a job answered from
+    the score cache (seconds of row building) does not overwrite what computing it cost."""
+    from oodbench.benchmark.evaluation.jobs import plan
+
+    job = [j for j in plan("s", ["a"], [0]) if j.kind == "score"][0]
+    t = executors.Timings(tmp_path)
+    t.record(job, 300.0)
+    assert executors.Timings(tmp_path).expected(job) == 300.0  # on disk already, no save() needed
+    t.record(job, 2.0, cached=True)
+    assert executors.Timings(tmp_path).expected(job) == 300.0
+    t.record(job, 120.0)  # a computed duration replaces the old one
+    assert executors.Timings(tmp_path).expected(job) == 120.0
+    fresh = executors.Timings(tmp_path / "new")
+    (tmp_path / "new").mkdir()
+    fresh.record(job, 2.0, cached=True)  # nothing better known: the cache hit's duration is all there is
+    assert executors.Timings(tmp_path / "new").expected(job) == 2.0
+
+
 def test_a_worker_exits_when_its_run_is_killed(tmp_path):
     """A worker whose parent (the run) dies exits too instead of finishing its job alone: a parent starts a
     child that watches it (``exit_with_parent``) and then sleeps; the parent is SIGKILLed; the child is gone

@@ -74,8 +74,15 @@ class Timings:
     def expected(self, job) -> float:
         return float(self.data.get(self.key(job), 1e9 if job.kind != "score" else 60.0))
 
-    def record(self, job, seconds: float) -> None:
-        self.data[self.key(job)] = round(float(seconds), 3)
+    def record(self, job, seconds: float, cached: bool = False) -> None:
+        """Remember a job's duration and write the file at once (a killed run keeps what it learnt). A
+        job answered from the score cache says nothing about what computing it costs: the longer
+        duration already known is kept."""
+        key = self.key(job)
+        if cached and key in self.data:
+            seconds = max(seconds, self.data[key])
+        self.data[key] = round(float(seconds), 3)
+        self.save()
 
     def save(self) -> None:
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
@@ -223,7 +230,7 @@ class LocalExecutor:
                     res.record = {**res.record, "worker": w.wid, "python": self._python_for(job),
                                   "start_s": round(w.started - t_grid, 3), "seconds": round(msg[2], 3),
                                   "peak_rss_mb": round(msg[3], 1)}
-                    timings.record(job, msg[2])
+                    timings.record(job, msg[2], cached=bool(res.record.get("cached")))
                     idle.setdefault(self._python_for(job), []).append(w)
                     deliver(res, res.failure is None or job.kind == "score")
                     continue

@@ -98,7 +98,7 @@ class RayExecutor:
                         continue
                     res.record = {**res.record, "worker": "ray", "start_s": round(t0 - t_grid, 3),  # submitted
                                   "seconds": round(secs, 3), "peak_rss_mb": round(rss, 1)}
-                    timings.record(j, secs)
+                    timings.record(j, secs, cached=bool(res.record.get("cached")))
                     sched.finish(j, True)
                     on_result(res)
                     bar.update(1)
