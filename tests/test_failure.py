@@ -252,3 +252,64 @@ def test_subsampled_detector_rows_use_the_scored_samples(data_dir, cache_dir, tm
     assert row.n_id == 40 and row.value == pytest.approx(acc)
     assert (df[(df.metric == "aurc") & ~df.test_set.str.endswith("-mean")].n_id == 40).all()
     assert (df[(df.metric == "refusal@0.05") & ~df.test_set.str.endswith("-mean")].n_id == 40).all()
+
+
+def test_id_subsample_sized_apart_from_the_ood_sets(data_dir, cache_dir, tmp_path):
+    """``id_subsample_size`` sizes the ID test set's subsample apart (``wgan_dz_fast`` scores the whole ID test
+    set, its false-alarm sample): the ID rows count those samples and follow the same subsample, the OOD rows
+    the other size, and the run record names both."""
+    from oodbench.adapters.base import Detector, DetectorInfo
+    from oodbench.adapters.registry import REGISTRY
+    from oodbench.benchmark.evaluation import runner
+    from oodbench.benchmark.evaluation.scoring import subsample_index
+    from oodbench.benchmark.evaluation.session import Session
+
+    class Sub(Detector):
+        consumes = frozenset({"logits"})
+        info = DetectorInfo(library="test", expensive=True)
+
+        def subsample_size(self, device):
+            return 40
+
+        def id_subsample_size(self, device):
+            return 70
+
+        def fit(self, fit, cal=None):
+            self.cal_ = np.sort(-cal.logits.max(1).astype(np.float64))
+            return self
+
+        def score(self, rep):
+            return -rep.logits.max(1).astype(np.float64)
+
+        def p_value(self, rep):
+            s = self.score(rep)
+            return (1 + len(self.cal_) - np.searchsorted(self.cal_, s, side="left")) / (len(self.cal_) + 1)
+
+    with REGISTRY.scoped():
+        REGISTRY.register("test.id_apart")(Sub)
+        res = runner.evaluate("mnist-smoke", detectors=["test.id_apart"], data_dir=data_dir, cache_dir=cache_dir,
+                              out=tmp_path, threads=1, n_boot=0, progress=False, use_score_cache=False)
+    df, rec = res.table, res.record["detectors"]["test.id_apart"]["0"]
+    assert rec["subsample"] == 40 and rec["id_subsample"] == 70
+    s = Session("mnist-smoke", 0, "cpu", cache_dir, data_dir)
+    d = s.data.id_test
+    assert len(d) > 70
+    idx = subsample_index(len(d), 70, 0)
+    preds = s.representation(d, "id").preds
+    acc = float((preds[idx] == d.y[idx]).mean())
+    row = df[(df.test_set == "id") & (df.metric == "unguarded_accuracy")].iloc[0]
+    assert row.n_id == 70 and row.value == pytest.approx(acc)
+    fa = df[(df.test_set == "id") & (df.metric == "false_alarm@0.05")].iloc[0]
+    assert fa.n_id == 70
+    auroc = df[(df.metric == "auroc") & ~df.test_set.str.endswith("-mean")]
+    assert len(auroc) and (auroc.n_id == 70).all() and (auroc.n_ood == 40).all()
+    covariate = df[(df.metric == "aurc") & (df.test_set != "id") & ~df.test_set.str.endswith("-mean")]
+    assert len(covariate) and (covariate.n_id == 40).all()
+
+
+def test_wgan_dz_fast_scores_the_whole_id_test_set():
+    from oodbench.adapters import registry
+
+    fast, faithful = registry.create("wgan_dz_fast"), registry.create("wgan_dz")
+    assert fast.subsample_size("cpu") == 2000 and fast.id_subsample_size("cpu") is None
+    assert faithful.subsample_size("cpu") == 500 and faithful.id_subsample_size("cpu") == 500

@@ -127,6 +127,12 @@ class Detector:
         """Score at most this many inputs of each test set (a seeded subsample) on ``device``; None: all."""
         return None
 
+    def id_subsample_size(self, device) -> int | None:
+        """Score at most this many inputs of the ID test set on ``device``; by default as many as of every
+        set (:meth:`subsample_size`). A detector giving p-values may score more ID inputs than OOD ones: its
+        false-alarm rate is measured on the ID test set."""
+        return self.subsample_size(device)
+
     @property
     def tap_layers(self) -> list:
         """The classifier layers whose taps the (fitted) detector reads; empty: the cache's default."""

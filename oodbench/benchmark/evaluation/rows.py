@@ -115,7 +115,8 @@ def _outcomes(session, scored) -> dict:
         if key not in scored.scores or (np.asarray(images.y) < 0).any():
             continue
         wrong = failure.wrong_predictions(session.representation(images, key).preds, images.y)
-        idx = subsample_index(len(images), n_max, session.seed)
+        n = scored.meta.get("id_subsample", n_max) if key == "id" else n_max  # older entries: one size
+        idx = subsample_index(len(images), n, session.seed)
         wrong = wrong if idx is None else wrong[idx]
         if len(wrong) != len(scored.scores[key]):
             raise ValueError(f"{key}: {len(scored.scores[key])} scores for {len(wrong)} predictions")
