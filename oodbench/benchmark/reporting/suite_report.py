@@ -135,6 +135,9 @@ def _leaderboard_section(doc: Doc, lb: pd.DataFrame) -> list[str]:
     rows = [[r["detector"]] + [pct(r.get(f"{g}:{m}"), r.get(f"{g}:{m}:std")) for g in GROUPS for m, _ in aupr]
             for _, r in lb.iterrows() if r["status"] == "ok"]
     doc.h3("AUPR by group")
+    doc.p("Unlike AUROC and FPR@95, AUPR depends on the ratio of OOD to ID samples: compare it only between "
+          "detectors scored on the same samples (`n_id`, `n_ood` in `results.csv.gz`; the expensive detectors "
+          "score a subsample on CPU).")
     doc.table(headers, rows)
     return dets_ok
 
