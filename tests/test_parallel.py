@@ -145,6 +145,21 @@ def test_scheduler_orders_ready_jobs_longest_first_and_drops_dependents_of_failu
     assert sorted(j.key for j in dead) == [f"score/s/seed1/{d}" for d in "abc"]
 
 
+def test_without_timings_detectors_that_train_or_are_expensive_start_first(tmp_path):
+    """A cold cache has no durations: the prior starts the VAE / WGAN and expensive detectors before the cheap
+    ones, so that they do not start last and leave the other workers idle at the end of the grid."""
+    from oodbench.benchmark.evaluation.jobs import plan
+
+    names = ["pytorch_ood.msp", "vae", "pytorch_ood.energy", "pytorch_ood.gradnorm", "wgan_recon"]
+    sched = executors.Scheduler(plan("s", names, [0]), executors.Timings(tmp_path))
+    for _ in range(2):  # train, then extract
+        (job,), _ = sched.ready()
+        sched.take(job), sched.finish(job, True)
+    start, _ = sched.ready()
+    assert set(j.detector for j in start[:3]) == {"vae", "pytorch_ood.gradnorm", "wgan_recon"}
+    assert set(j.detector for j in start[3:]) == {"pytorch_ood.msp", "pytorch_ood.energy"}
+
+
 def test_timings_are_written_per_job_and_a_cache_hit_keeps_the_known_duration(tmp_path):
     """A run killed mid-grid keeps the durations it measured (written at each job), and a job answered from
     the score cache (seconds of row building) does not overwrite what computing it cost."""

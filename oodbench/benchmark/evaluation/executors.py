@@ -33,6 +33,19 @@ from oodbench.benchmark.evaluation.jobs import JobResult, SerialExecutor, failed
 TIMINGS = "timings.json"
 #: a worker still busy this long after its job's time limit (stuck in one C call) is killed
 GRACE_S = 60.0
+#: expected seconds of a score job without a recorded duration: a detector that trains on images or is
+#: marked expensive, and any other
+PRIOR_EXPENSIVE_S, PRIOR_SCORE_S = 600.0, 60.0
+
+
+def _is_expensive(name: str) -> bool:
+    from oodbench.adapters import registry
+
+    try:
+        cls = registry.get(name)
+    except Exception:  # an unknown name fails in its own job, with its own message
+        return False
+    return bool(cls.info.expensive or "images" in cls.consumes)
 
 
 def default_jobs() -> int:
@@ -72,7 +85,16 @@ class Timings:
         return f"{job.kind}/{job.suite}/{job.detector}"
 
     def expected(self, job) -> float:
-        return float(self.data.get(self.key(job), 1e9 if job.kind != "score" else 60.0))
+        """The recorded duration; without one (a cold cache) a prior: train and extract jobs first (every
+        score job waits on them), then detectors that train a model of their own on the images (VAE, WGAN)
+        or are marked expensive, then the rest: so that the longest jobs do not start last and leave the
+        other workers idle at the end of the grid."""
+        known = self.data.get(self.key(job))
+        if known is not None:
+            return float(known)
+        if job.kind != "score":
+            return 1e9
+        return PRIOR_EXPENSIVE_S if _is_expensive(job.detector) else PRIOR_SCORE_S
 
     def record(self, job, seconds: float, cached: bool = False) -> None:
         """Remember a job's duration and write the file at once (a killed run keeps what it learnt). A
