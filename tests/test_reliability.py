@@ -365,3 +365,23 @@ def test_two_concurrent_cold_runs_give_the_results_of_one_run(data_dir, tmp_path
     by_path = {session.store._path(images, CORE): images for images in sets}
     for entry in entries:
         assert np.array_equal(load_arrays(entry)["logits"], _live_core(session.model, by_path[entry])["logits"])
+
+
+def test_score_key_follows_the_code_of_a_detector_run_inside_another(monkeypatch):
+    """``stattest+vae`` runs the ``vae`` detector inside it: editing the VAE's code must change its score key
+    (or a cached score made with the old VAE would be served), and leave the keys of the others alone."""
+    from types import SimpleNamespace
+
+    from oodbench.adapters import registry
+    from oodbench.benchmark.evaluation import scorecache
+
+    ck = SimpleNamespace(checksum="c")
+    data = SimpleNamespace(train=ck, fit=ck, cal=ck, id_test=ck, tests=[])
+    combo, plain = registry.create("stattest+vae"), registry.create("stattest+knn")
+    vae_cls = registry.get("vae")
+    before = {n: scorecache.key(n, d, "rep", data) for n, d in (("stattest+vae", combo), ("stattest+knn", plain))}
+    real = scorecache.code_hash
+    monkeypatch.setattr(scorecache, "code_hash", lambda cls: "edited" if cls is vae_cls else real(cls))
+    assert scorecache.key("stattest+vae", combo, "rep", data) != before["stattest+vae"]
+    assert scorecache.key("stattest+knn", plain, "rep", data) == before["stattest+knn"]
+    assert scorecache.extras_code(plain) == {}

@@ -1,10 +1,10 @@
 """The score cache: a detector's scores (and ID p-values) for one classifier and suite, stored under
 ``<cache>/scores/<representation key>/<detector>-<key>.npz``. The key hashes the detector's name,
-parameters, library version and source file, the device kind, the representations' content key
-(weights, network and extraction code: :attr:`~.features.RepresentationStore.key`), the session's
-seed, the split it is fitted on and the checksums of every set the detector fits on or scores (train, fit, cal, ID test, each
-OOD test set), so edited detector code, a retrained classifier or other data is never served stale
-scores."""
+parameters, library version and source file (and the source files of the registered detectors it runs
+inside it, :func:`extras_code`), the device kind, the representations' content key (weights, network and
+extraction code: :attr:`~.features.RepresentationStore.key`), the session's seed, the split it is fitted
+on and the checksums of every set the detector fits on or scores (train, fit, cal, ID test, each OOD test
+set), so edited detector code, a retrained classifier or other data is never served stale scores."""
 from __future__ import annotations
 
 import hashlib
@@ -26,9 +26,19 @@ def code_hash(cls) -> str:
         return ""
 
 
+def extras_code(det) -> dict:
+    """Code hashes of the registered detectors a detector runs inside it (``stattest+vae``'s ``extras``), so
+    that editing the VAE's code also invalidates the scores of the test that includes it; empty for the
+    others (their keys stay as they were)."""
+    names = [e for e in (det.get_params().get("extras") or ()) if isinstance(e, str) and e in registry.names()]
+    return {e: code_hash(registry.get(e)) for e in names}
+
+
 def key(name: str, det, rep_key: str, data, device: str = "cpu", seed: int = 0, fit_split: str = "fit") -> str:
-    blob = json.dumps({"name": name, "fit_split": fit_split, "params": det.get_params(), "lib": det.info.library_version,
-                       "device": "cuda" if str(device).startswith("cuda") else "cpu",
+    extra = extras_code(det)
+    blob = json.dumps({**({"extras_code": extra} if extra else {}),
+                       "name": name, "fit_split": fit_split, "params": det.get_params(),
+                       "lib": det.info.library_version, "device": "cuda" if str(device).startswith("cuda") else "cpu",
                        "code": code_hash(type(det)), "representations": rep_key, "seed": int(seed),
                        "train": data.train.checksum, "fit": data.fit.checksum, "cal": data.cal.checksum,
                        "id": data.id_test.checksum, "tests": [[t.name, t.images.checksum] for t in data.tests]},
