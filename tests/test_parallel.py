@@ -160,6 +160,23 @@ def test_without_timings_detectors_that_train_or_are_expensive_start_first(tmp_p
     assert set(j.detector for j in start[3:]) == {"pytorch_ood.msp", "pytorch_ood.energy"}
 
 
+def test_equally_long_jobs_go_detector_by_detector_over_the_seeds(tmp_path):
+    """Among equally long jobs, one detector's jobs over the seeds come before the next detector's: the
+    detectors of one seed that share a model (the VAE of ``vae`` and ``vae_typicality``) then train it for
+    two seeds at once, instead of the second worker waiting on the first one's checkpoint lock."""
+    from oodbench.benchmark.evaluation.jobs import plan
+
+    sched = executors.Scheduler(plan("s", ["vae", "vae_typicality", "pytorch_ood.msp"], [0, 1]),
+                                executors.Timings(tmp_path))
+    for _ in range(2):  # train and extract of both seeds
+        for job in sched.ready()[0]:
+            sched.take(job), sched.finish(job, True)
+    start, _ = sched.ready()
+    assert [(j.detector, j.seed) for j in start] == [("vae", 0), ("vae", 1), ("vae_typicality", 0),
+                                                       ("vae_typicality", 1), ("pytorch_ood.msp", 0),
+                                                       ("pytorch_ood.msp", 1)]
+
+
 def test_timings_are_written_per_job_and_a_cache_hit_keeps_the_known_duration(tmp_path):
     """A run killed mid-grid keeps the durations it measured (written at each job), and a job answered from
     the score cache (seconds of row building) does not overwrite what computing it cost."""

@@ -116,13 +116,23 @@ class Timings:
 
 
 class Scheduler:
-    """Hands out jobs whose dependencies have finished, longest expected first."""
+    """Hands out jobs whose dependencies have finished, longest expected first; among equally long ones,
+    one detector's jobs over the seeds before the next detector's. Jobs of one seed that need the same model
+    of their own (``vae``, ``vae_typicality`` and ``stattest+vae`` share a VAE; ``wgan_recon`` and
+    ``wgan_dz_fast`` a WGAN) then train it for different seeds at once instead of one waiting on the
+    other's lock."""
 
     def __init__(self, jobs, timings: Timings):
         self.pending = list(jobs)
         self.done: set[str] = set()
         self.failed: set[str] = set()
         self.timings = timings
+        self.rank: dict[str, int] = {}
+        for j in self.pending:
+            self.rank.setdefault(j.detector, len(self.rank))
+
+    def _order(self, job):
+        return -self.timings.expected(job), self.rank[job.detector], job.seed
 
     def ready(self):
         """Jobs that can start now, longest expected first (still pending until :meth:`take`), and
@@ -135,7 +145,7 @@ class Scheduler:
                 start.append(j)
         for j in dead:
             self.pending.remove(j)
-        return sorted(start, key=self.timings.expected, reverse=True), dead
+        return sorted(start, key=self._order), dead
 
     def take(self, job) -> None:
         self.pending.remove(job)
