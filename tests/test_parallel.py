@@ -179,7 +179,8 @@ def test_equally_long_jobs_go_detector_by_detector_over_the_seeds(tmp_path):
 
 def test_timings_are_written_per_job_and_a_cache_hit_keeps_the_known_duration(tmp_path):
     """A run killed mid-grid keeps the durations it measured (written at each job), and a job answered from
-    the score cache (seconds of row building) does not overwrite what computing it cost."""
+    the score cache (seconds of row building) records nothing: neither over what computing it cost nor over
+    the prior (a cache hit of seed 0 must not make seeds 1 and 2 of a long detector start last)."""
     from oodbench.benchmark.evaluation.jobs import plan
 
     job = [j for j in plan("s", ["a"], [0]) if j.kind == "score"][0]
@@ -190,10 +191,11 @@ def test_timings_are_written_per_job_and_a_cache_hit_keeps_the_known_duration(tm
     assert executors.Timings(tmp_path).expected(job) == 300.0
     t.record(job, 120.0)  # a computed duration replaces the old one
     assert executors.Timings(tmp_path).expected(job) == 120.0
-    fresh = executors.Timings(tmp_path / "new")
     (tmp_path / "new").mkdir()
-    fresh.record(job, 2.0, cached=True)  # nothing better known: the cache hit's duration is all there is
-    assert executors.Timings(tmp_path / "new").expected(job) == 2.0
+    fresh = executors.Timings(tmp_path / "new")
+    prior = fresh.expected(job)
+    fresh.record(job, 0.4, cached=True)  # nothing known: the prior stays, not the cache hit's 0.4 s
+    assert executors.Timings(tmp_path / "new").expected(job) == prior == executors.PRIOR_SCORE_S
 
 
 def test_a_worker_exits_when_its_run_is_killed(tmp_path):

@@ -98,12 +98,11 @@ class Timings:
 
     def record(self, job, seconds: float, cached: bool = False) -> None:
         """Remember a job's duration and write the file at once (a killed run keeps what it learnt). A
-        job answered from the score cache says nothing about what computing it costs: the longer
-        duration already known is kept."""
-        key = self.key(job)
-        if cached and key in self.data:
-            seconds = max(seconds, self.data[key])
-        self.data[key] = round(float(seconds), 3)
+        job answered from the score cache says nothing about what computing it costs: nothing is
+        recorded (what is known, or else the prior of :meth:`expected`, stays)."""
+        if cached:
+            return
+        self.data[self.key(job)] = round(float(seconds), 3)
         self.save()
 
     def save(self) -> None:
