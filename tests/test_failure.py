@@ -212,9 +212,11 @@ def test_mnist_smoke_rows_curves_and_report(data_dir, cache_dir, tmp_path):
     assert {p.name for p in paths} >= {"risk_coverage.png", "guard.png"}
 
 
-def test_subsampled_detector_rows_use_the_scored_samples(data_dir, cache_dir, tmp_path):
-    """A detector scoring a seeded subsample: its failure and guard rows count those samples, and the
-    wrong-prediction mask follows the same subsample (accuracy recomputed here from the full set)."""
+def _run_subsampled(data_dir, cache_dir, out, name, n_sets, n_id=None):
+    """One mnist-smoke run of an expensive MSP detector with conformal p-values that scores a seeded subsample
+    of ``n_sets`` inputs of each set and, when ``n_id`` is given, ``n_id`` of the ID test set (else the base
+    class's default, as many); returns (results table, run record of seed 0, the ID predictions' correctness
+    on the ID subsample)."""
     from oodbench.adapters.base import Detector, DetectorInfo
     from oodbench.adapters.registry import REGISTRY
     from oodbench.benchmark.evaluation import runner
@@ -226,7 +228,7 @@ def test_subsampled_detector_rows_use_the_scored_samples(data_dir, cache_dir, tm
         info = DetectorInfo(library="test", expensive=True)
 
         def subsample_size(self, device):
-            return 40
+            return n_sets
 
         def fit(self, fit, cal=None):
             self.cal_ = np.sort(-cal.logits.max(1).astype(np.float64))
@@ -239,17 +241,26 @@ def test_subsampled_detector_rows_use_the_scored_samples(data_dir, cache_dir, tm
             s = self.score(rep)
             return (1 + len(self.cal_) - np.searchsorted(self.cal_, s, side="left")) / (len(self.cal_) + 1)
 
+    if n_id is not None:
+        Sub.id_subsample_size = lambda self, device: n_id
     with REGISTRY.scoped():
-        REGISTRY.register("test.subsampled_p")(Sub)
-        res = runner.evaluate("mnist-smoke", detectors=["test.subsampled_p"], data_dir=data_dir, cache_dir=cache_dir,
-                              out=tmp_path, threads=1, n_boot=0, progress=False, use_score_cache=False)
-    df = res.table
+        REGISTRY.register(name)(Sub)
+        res = runner.evaluate("mnist-smoke", detectors=[name], data_dir=data_dir, cache_dir=cache_dir,
+                              out=out, threads=1, n_boot=0, progress=False, use_score_cache=False)
     s = Session("mnist-smoke", 0, "cpu", cache_dir, data_dir)
-    d = s.data.id_test
-    idx = subsample_index(len(d), 40, 0)
-    acc = float((s.representation(d, "id").preds[idx] == d.y[idx]).mean())
+    d, n_id = s.data.id_test, n_sets if n_id is None else n_id
+    assert len(d) > n_id
+    idx = subsample_index(len(d), n_id, 0)
+    right = s.representation(d, "id").preds[idx] == d.y[idx]
+    return res.table, res.record["detectors"][name]["0"], right
+
+
+def test_subsampled_detector_rows_use_the_scored_samples(data_dir, cache_dir, tmp_path):
+    """A detector scoring a seeded subsample: its failure and guard rows count those samples, and the
+    wrong-prediction mask follows the same subsample (accuracy recomputed here from the full set)."""
+    df, _, right = _run_subsampled(data_dir, cache_dir, tmp_path, "test.subsampled_p", 40)
     row = df[(df.test_set == "id") & (df.metric == "unguarded_accuracy")].iloc[0]
-    assert row.n_id == 40 and row.value == pytest.approx(acc)
+    assert row.n_id == 40 and row.value == pytest.approx(float(right.mean()))
     assert (df[(df.metric == "aurc") & ~df.test_set.str.endswith("-mean")].n_id == 40).all()
     assert (df[(df.metric == "refusal@0.05") & ~df.test_set.str.endswith("-mean")].n_id == 40).all()
 
@@ -258,47 +269,10 @@ def test_id_subsample_sized_apart_from_the_ood_sets(data_dir, cache_dir, tmp_pat
     """``id_subsample_size`` sizes the ID test set's subsample apart (``wgan_dz_fast`` scores the whole ID test
     set, its false-alarm sample): the ID rows count those samples and follow the same subsample, the OOD rows
     the other size, and the run record names both."""
-    from oodbench.adapters.base import Detector, DetectorInfo
-    from oodbench.adapters.registry import REGISTRY
-    from oodbench.benchmark.evaluation import runner
-    from oodbench.benchmark.evaluation.scoring import subsample_index
-    from oodbench.benchmark.evaluation.session import Session
-
-    class Sub(Detector):
-        consumes = frozenset({"logits"})
-        info = DetectorInfo(library="test", expensive=True)
-
-        def subsample_size(self, device):
-            return 40
-
-        def id_subsample_size(self, device):
-            return 70
-
-        def fit(self, fit, cal=None):
-            self.cal_ = np.sort(-cal.logits.max(1).astype(np.float64))
-            return self
-
-        def score(self, rep):
-            return -rep.logits.max(1).astype(np.float64)
-
-        def p_value(self, rep):
-            s = self.score(rep)
-            return (1 + len(self.cal_) - np.searchsorted(self.cal_, s, side="left")) / (len(self.cal_) + 1)
-
-    with REGISTRY.scoped():
-        REGISTRY.register("test.id_apart")(Sub)
-        res = runner.evaluate("mnist-smoke", detectors=["test.id_apart"], data_dir=data_dir, cache_dir=cache_dir,
-                              out=tmp_path, threads=1, n_boot=0, progress=False, use_score_cache=False)
-    df, rec = res.table, res.record["detectors"]["test.id_apart"]["0"]
+    df, rec, right = _run_subsampled(data_dir, cache_dir, tmp_path, "test.id_apart", 40, 70)
     assert rec["subsample"] == 40 and rec["id_subsample"] == 70
-    s = Session("mnist-smoke", 0, "cpu", cache_dir, data_dir)
-    d = s.data.id_test
-    assert len(d) > 70
-    idx = subsample_index(len(d), 70, 0)
-    preds = s.representation(d, "id").preds
-    acc = float((preds[idx] == d.y[idx]).mean())
     row = df[(df.test_set == "id") & (df.metric == "unguarded_accuracy")].iloc[0]
-    assert row.n_id == 70 and row.value == pytest.approx(acc)
+    assert row.n_id == 70 and row.value == pytest.approx(float(right.mean()))
     fa = df[(df.test_set == "id") & (df.metric == "false_alarm@0.05")].iloc[0]
     assert fa.n_id == 70
     auroc = df[(df.metric == "auroc") & ~df.test_set.str.endswith("-mean")]

@@ -177,7 +177,7 @@ def test_equally_long_jobs_go_detector_by_detector_over_the_seeds(tmp_path):
                                                        ("pytorch_ood.msp", 1)]
 
 
-def test_timings_are_written_per_job_and_a_cache_hit_keeps_the_known_duration(tmp_path):
+def test_timings_are_written_per_job_and_a_cache_hit_records_nothing(tmp_path):
     """A run killed mid-grid keeps the durations it measured (written at each job), and a job answered from
     the score cache (seconds of row building) records nothing: neither over what computing it cost nor over
     the prior (a cache hit of seed 0 must not make seeds 1 and 2 of a long detector start last)."""
