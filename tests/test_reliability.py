@@ -385,3 +385,44 @@ def test_score_key_follows_the_code_of_a_detector_run_inside_another(monkeypatch
     assert scorecache.key("stattest+vae", combo, "rep", data) != before["stattest+vae"]
     assert scorecache.key("stattest+knn", plain, "rep", data) == before["stattest+knn"]
     assert scorecache.extras_code(plain) == {}
+
+
+def test_score_key_follows_the_modules_a_detector_imports(tmp_path, monkeypatch):
+    """A detector's score key hashes its module and the oodbench modules it imports (transitively, function-
+    level imports included): editing a helper such as ``oodbench.detectors.stattest`` must change the key
+    of the adapter built on it, or a cached score made with the old helper would be served."""
+    import sys
+
+    from oodbench.adapters import registry
+    from oodbench.benchmark import cache
+    from oodbench.benchmark.evaluation import scorecache
+
+    files = {p.as_posix().split("oodbench/")[-1] for p in cache.module_closure(registry.get("stattest").__module__,
+                                                                                 stop=(registry.__name__,))}
+    assert {"adapters/lab/stattest.py", "detectors/stattest.py", "detectors/pvalues.py", "adapters/base.py"} <= files
+    assert "adapters/pytorch_ood.py" not in files  # the registry's imports are not followed
+    pod = {p.as_posix().split("oodbench/")[-1] for p in cache.module_closure("oodbench.adapters.pytorch_ood")}
+    assert "adapters/common.py" in pod and not any(f.startswith("detectors/") for f in pod)
+
+    pkg = tmp_path / "pkgx"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helper.py").write_text("def f():\n    return 1\n")
+    (pkg / "deep.py").write_text("X = 1\n")
+    (pkg / "det.py").write_text("from pkgx import helper\n\n\nclass D:\n    def g(self):\n"
+                                "        import pkgx.deep\n        return helper.f() + pkgx.deep.X\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for m in [m for m in sys.modules if m == "pkgx" or m.startswith("pkgx.")]:
+        monkeypatch.delitem(sys.modules, m)
+    assert [p.name for p in cache.module_closure("pkgx.det", package="pkgx")] == ["det.py", "helper.py", "deep.py"]
+    # the real chain: an edit of detectors/stattest.py (seen through Path.read_bytes) changes the key of
+    # the stattest adapter and leaves the pytorch-ood wrappers' alone
+    from pathlib import Path
+
+    st, vim = registry.get("stattest"), registry.get("pytorch_ood.vim")
+    before = scorecache.code_hash(st), scorecache.code_hash(vim)
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: real(self) + (
+        b"# edited" if self.as_posix().endswith("oodbench/detectors/stattest.py") else b""))
+    assert scorecache.code_hash(st) != before[0]
+    assert scorecache.code_hash(vim) == before[1]

@@ -2,7 +2,8 @@
 
 * **content keys**: :func:`content_key` hashes a JSON description of an entry; :func:`source_hash`
   hashes the source code of the functions, classes and modules that produce it (with
-  :func:`code_closure`, what they call), so edited code is never served an old entry;
+  :func:`code_closure`, what they call; :func:`module_closure`, the modules a module imports), so
+  edited code is never served an old entry;
 * **one computation per entry**: :func:`entry_lock` holds an exclusive lock (``fcntl.flock`` on a
   ``.lock`` file beside the entry) around "check, compute, write", so of two processes that want the
   same missing entry one computes it and the other waits and reuses it (the entries themselves are
@@ -75,6 +76,57 @@ def code_closure(*objects) -> list:
                 new.append(o)
         found += sorted(new, key=lambda o: (o.__module__, o.__qualname__))
     return found
+
+
+def module_closure(module: str, package: str = "oodbench", stop: tuple = ()) -> list[Path]:
+    """The source files of ``module`` and of every module of ``package`` it imports, transitively (import
+    statements anywhere in the file, function-level ones included), in a stable order: the code a
+    detector's scores depend on beyond its own file (``oodbench.detectors.stattest`` behind the
+    ``stattest`` adapter, ``adapters.common`` behind the pytorch-ood wrappers). ``from pkg import name``
+    counts ``pkg.name`` when that is a module, else ``pkg``. The modules in ``stop`` are included but their
+    imports not followed. Third-party modules are not followed (their versions are keyed apart)."""
+    import ast
+    import importlib.util
+
+    def spec_file(name: str) -> Path | None:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return None
+        origin = getattr(spec, "origin", None) if spec else None
+        return Path(origin) if origin and origin.endswith(".py") else None
+
+    def inside(name: str) -> bool:
+        return name == package or name.startswith(package + ".")
+
+    files, seen, todo = [], set(), [module]
+    while todo:
+        name = todo.pop(0)
+        path = spec_file(name)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        files.append(path)
+        if name in stop:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                todo += sorted(a.name for a in node.names if inside(a.name))
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level and inside(node.module):
+                subs = [f"{node.module}.{a.name}" for a in node.names if spec_file(f"{node.module}.{a.name}")]
+                todo += sorted(subs) if len(subs) == len(node.names) else sorted(subs) + [node.module]
+    return files
+
+
+def file_hash(paths, n: int = 16) -> str:
+    """Hash of the bytes of the files ``paths``, in order (empty when one cannot be read)."""
+    h = hashlib.sha256()
+    try:
+        for p in paths:
+            h.update(Path(p).read_bytes())
+    except OSError:
+        return ""
+    return h.hexdigest()[:n]
 
 
 def _warn_once(e: BaseException, action: str, what: str, warn: Callable) -> None:

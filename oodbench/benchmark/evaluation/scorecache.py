@@ -1,10 +1,11 @@
 """The score cache: a detector's scores (and ID p-values) for one classifier and suite, stored under
 ``<cache>/scores/<representation key>/<detector>-<key>.npz``. The key hashes the detector's name,
-parameters, library version and source file (and the source files of the registered detectors it runs
-inside it, :func:`extras_code`), the device kind, the representations' content key (weights, network and
-extraction code: :attr:`~.features.RepresentationStore.key`), the session's seed, the split it is fitted
-on and the checksums of every set the detector fits on or scores (train, fit, cal, ID test, each OOD test
-set), so edited detector code, a retrained classifier or other data is never served stale scores."""
+parameters, library version and source files (its module and every oodbench module that one imports,
+and those of the registered detectors it runs inside it, :func:`extras_code`), the device kind, the
+representations' content key (weights, network and extraction code:
+:attr:`~.features.RepresentationStore.key`), the session's seed, the split it is fitted on and the
+checksums of every set the detector fits on or scores (train, fit, cal, ID test, each OOD test set), so
+edited detector code, a retrained classifier or other data is never served stale scores."""
 from __future__ import annotations
 
 import hashlib
@@ -15,15 +16,20 @@ from pathlib import Path
 import numpy as np
 
 from oodbench.adapters import registry
+from oodbench.benchmark import cache as cachemod
 from oodbench.benchmark.io import CorruptCacheError, load_arrays, save_arrays
 
 
 def code_hash(cls) -> str:
-    """Hash of the source file defining a detector class, so edited detector code invalidates cached scores."""
+    """Hash of the source file defining a detector class and of every oodbench module it imports
+    (:func:`~oodbench.benchmark.cache.module_closure`: the lab's methods in ``oodbench.detectors``, the
+    adapters' shared helpers), so edited detector code invalidates cached scores."""
     try:
-        return hashlib.sha256(Path(inspect.getfile(cls)).read_bytes()).hexdigest()[:16]
-    except (TypeError, OSError):
+        # the registry's imports load every family; a detector run inside another is keyed by extras_code
+        files = cachemod.module_closure(cls.__module__, stop=(registry.__name__,)) or [Path(inspect.getfile(cls))]
+    except (TypeError, OSError, SyntaxError):
         return ""
+    return cachemod.file_hash(files)
 
 
 def extras_code(det) -> dict:
