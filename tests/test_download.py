@@ -361,5 +361,6 @@ def test_damaged_archive_is_a_clear_error(serve, tmp_path):
     (tmp_path / "dtd-r1.0.1.tar.gz").write_bytes(good[: len(good) // 2])
     serve({"dtd-r1.0.1.tar.gz": tmp_path / "dtd-r1.0.1.tar.gz"})
     (r,) = dl.download(["dtd"], tmp_path / "data", progress=False, log=lambda *a: None)
-    assert r.status == "failed" and re.search(r"cannot convert dtd from .*dtd-r1.0.1.tar.gz \((EOFError|ReadError)", r.error)
+    assert r.status == "failed"
+    assert re.search(r"cannot convert dtd from .*dtd-r1.0.1.tar.gz \((EOFError|ReadError)", r.error)
     assert "run the download again" in r.error and not (tmp_path / "data" / "dtd_subset32.npz").exists()

@@ -43,37 +43,10 @@ def test_cpu_patch_restores_torch():
     assert torch.Tensor.cuda is cuda_t and torch.nn.Module.cuda is cuda_m
 
 
-def _images(n, seed, name, k=4):
-    from oodbench.benchmark.data import ImageSet
-
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, size=(n, 28, 28)).astype(np.uint8)
-    y = np.arange(n) % k
-    for i in range(n):
-        x[i, 7 * y[i]:7 * y[i] + 7] = 255
-    return ImageSet(name, x, y.astype(np.int64), f"{name}-{n}-{seed}")
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    """The tiny SmallCNN of test_pytorch_ood (4-D maps, BN, Conv2d/ReLU modules), trained a few steps."""
-    from oodbench.benchmark import models
-    from oodbench.benchmark.evaluation.features import RepresentationStore
-
-    torch.manual_seed(0)
-    model = models.build("smallcnn", in_channels=1, num_classes=4)
-    sets = {"fit": _images(64, 1, "fit"), "cal": _images(32, 2, "cal"), "id": _images(24, 3, "id"),
-            "ood": _images(24, 4, "ood")}
-    models.train(model, sets["fit"].x, sets["fit"].y, models.Recipe("tiny", epochs=15, batch_size=64, lr=0.01),
-                 seed=0, progress=False)
-    store = RepresentationStore(model.eval(), "tiny-cnn", cache=None, batch_size=64)
-    return store, {k: store.representation(v, k) for k, v in sets.items()}
-
-
 @needs_openood
 @pytest.mark.parametrize("name", NAMES)
-def test_smoke_fit_and_score(name, cnn):
-    store, reps = cnn
+def test_smoke_fit_and_score(name, tiny_cnn):
+    store, reps = tiny_cnn
     det = registry.create(name, **({"K": 10} if name == "openood.knn" else {}))
     det.fit(reps["fit"], reps["cal"])
     for key in ("id", "ood"):
@@ -81,8 +54,8 @@ def test_smoke_fit_and_score(name, cnn):
 
 
 @needs_openood
-def test_lookup_feeds_cost_no_forward_pass(cnn):
-    store, reps = cnn
+def test_lookup_feeds_cost_no_forward_pass(tiny_cnn):
+    store, reps = tiny_cnn
     for r in reps.values():
         r.logits  # noqa: B018 - extraction
     before = store.stats["forward_passes"]

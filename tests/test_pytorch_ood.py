@@ -12,39 +12,15 @@ from oodbench.adapters import pytorch_ood as pa
 from oodbench.adapters import registry
 from oodbench.adapters.base import check_scores
 from oodbench.benchmark import models
-from oodbench.benchmark.data import ImageSet
 from oodbench.benchmark.evaluation.features import RepresentationStore
 
 NAMES = [n for n in registry.names() if n.startswith("pytorch_ood.")]
 DOC = Path(__file__).resolve().parents[1] / "docs" / "pytorch_ood_coverage.md"
 
 
-def _images(n, seed, name, k=4):
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, size=(n, 28, 28)).astype(np.uint8)
-    y = np.arange(n) % k
-    for i in range(n):  # a little class structure
-        x[i, 7 * y[i]:7 * y[i] + 7] = 255
-    return ImageSet(name, x, y.astype(np.int64), f"{name}-{n}-{seed}")
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    """A random SmallCNN (4-D feature maps, BN, Sequential blocks) on 28x28 grey: exercises every feed."""
-    torch.manual_seed(0)
-    model = models.build("smallcnn", in_channels=1, num_classes=4)
-    sets = {"fit": _images(64, 1, "fit"), "cal": _images(32, 2, "cal"), "id": _images(24, 3, "id"),
-            "ood": _images(24, 4, "ood")}
-    # a few steps so that every class is predicted (SHE, Mahalanobis need correct predictions per class)
-    models.train(model, sets["fit"].x, sets["fit"].y, models.Recipe("tiny", epochs=15, batch_size=64, lr=0.01),
-                 seed=0, progress=False)
-    store = RepresentationStore(model.eval(), "tiny-cnn", cache=None, batch_size=64)
-    return store, {k: store.representation(v, k) for k, v in sets.items()}
-
-
 @pytest.mark.parametrize("name", NAMES)
-def test_smoke_fit_and_score_on_a_cnn(name, cnn):
-    store, reps = cnn
+def test_smoke_fit_and_score_on_a_cnn(name, tiny_cnn):
+    store, reps = tiny_cnn
     assert set(np.unique(reps["fit"].preds)) == {0, 1, 2, 3}
     params = {"k": 10} if name == "pytorch_ood.knn" else {}
     det = registry.create(name, **params)
@@ -65,8 +41,8 @@ def test_defaults_are_the_librarys_and_recorded():
     assert registry.get("pytorch_ood.knn").info.extra["hyperparameter_space"]["k"] == [50, 100, 200, 500, 1000]
 
 
-def test_cached_feeds_do_not_run_the_network(cnn):
-    store, reps = cnn
+def test_cached_feeds_do_not_run_the_network(tiny_cnn):
+    store, reps = tiny_cnn
     for r in reps.values():
         r.logits  # noqa: B018 - extraction
     before = store.stats["forward_passes"]
@@ -76,9 +52,9 @@ def test_cached_feeds_do_not_run_the_network(cnn):
     assert store.stats["forward_passes"] == before
 
 
-def test_lenet_maps_come_from_the_feature_cache():
+def test_lenet_maps_come_from_the_feature_cache(striped_images):
     lenet = models.build("lenet", 1, 10).eval()
-    rep = RepresentationStore(lenet, "lenet-probe", cache=None).representation(_images(8, 0, "probe"), "id")
+    rep = RepresentationStore(lenet, "lenet-probe", cache=None).representation(striped_images(8, 0, "probe"), "id")
     assert pa.maps_are_features(rep)
     maps = torch.cat(list(pa.feature_maps(rep)))
     with torch.no_grad():
