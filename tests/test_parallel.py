@@ -231,3 +231,23 @@ def test_a_worker_exits_when_its_run_is_killed(tmp_path):
     if alive:
         os.kill(pid, signal.SIGKILL)
     assert not alive, "the orphaned worker kept running"
+
+
+def test_a_seeds_train_and_extract_jobs_go_before_score_jobs_whatever_their_recorded_time(tmp_path):
+    """A cached training or extraction takes seconds and records that: ordered by it, seed 2's extraction
+    (ready once its training finished) waited behind every score job of seeds 0 and 1 (seen in the cifar10
+    grid). They gate every score job of their seed, so they go first."""
+    from oodbench.benchmark.evaluation.jobs import plan
+
+    t = executors.Timings(tmp_path)
+    t.data = {"train/s/": 0.05, "extract/s/": 3.0, "score/s/a": 100.0, "score/s/b": 60.0}
+    sched = executors.Scheduler(plan("s", ["a", "b"], [0, 1]), t)
+    train = [j for j in sched.ready()[0] if j.seed == 0]
+    sched.take(train[0]), sched.finish(train[0], True)  # seed 0 trained; seed 1's training still pending
+    extract0 = [j for j in sched.ready()[0] if j.kind == "extract"][0]
+    sched.take(extract0), sched.finish(extract0, True)
+    start, _ = sched.ready()  # seed 0's score jobs are ready, and seed 1's training
+    assert [(j.kind, j.seed) for j in start] == [("train", 1), ("score", 0), ("score", 0)]
+    sched.take(start[0]), sched.finish(start[0], True)
+    start, _ = sched.ready()
+    assert [(j.kind, j.seed, j.detector) for j in start] == [("extract", 1, ""), ("score", 0, "a"), ("score", 0, "b")]

@@ -115,7 +115,8 @@ class Timings:
 
 
 class Scheduler:
-    """Hands out jobs whose dependencies have finished, longest expected first; among equally long ones,
+    """Hands out jobs whose dependencies have finished: train and extract jobs first (every score job of
+    their seed waits on them), then score jobs longest expected first; among equally long ones,
     one detector's jobs over the seeds before the next detector's. Jobs of one seed that need the same model
     of their own (``vae``, ``vae_typicality`` and ``stattest+vae`` share a VAE; ``wgan_recon`` and
     ``wgan_dz_fast`` a WGAN) then train it for different seeds at once instead of one waiting on the
@@ -131,7 +132,10 @@ class Scheduler:
             self.rank.setdefault(j.detector, len(self.rank))
 
     def _order(self, job):
-        return -self.timings.expected(job), self.rank[job.detector], job.seed
+        # train and extract jobs gate every score job of their seed: they go first whatever their recorded
+        # duration (a cached training takes seconds; ordered by that, seed 2's extraction waited behind every
+        # score job of seeds 0 and 1, and seed 2 started only when those ran out)
+        return job.kind == "score", -self.timings.expected(job), self.rank[job.detector], job.seed
 
     def ready(self):
         """Jobs that can start now, longest expected first (still pending until :meth:`take`), and
