@@ -86,3 +86,19 @@ def test_tuned_mode_grid_search_and_disjointness():
     with pytest.raises(ValueError, match="shares"):
         tuning.assert_disjoint(sep.ood.subset(np.arange(5), name="val"), [sep.ood])
     tuning.assert_disjoint(sep.cal, [sep.ood, sep.id_test])
+
+
+def test_channels_last_feature_maps_are_made_contiguous(striped_images):
+    """``airbench`` runs channels-last, so its feature maps are strided: pytorch-ood's SCALE (``x.view``) failed
+    on them in the cifar10 grid. The wrappers hand the library contiguous maps."""
+    torch.manual_seed(0)
+    model = models.build("smallcnn", in_channels=1, num_classes=4).eval()
+    plain = model.feature_maps
+    model.feature_maps = lambda x: plain(x).contiguous(memory_format=torch.channels_last)
+    store = RepresentationStore(model, "channels-last", cache=None, batch_size=16)
+    reps = {k: store.representation(striped_images(n, i, k), k) for i, (k, n) in enumerate((("fit", 32), ("id", 8)))}
+    assert not pa.maps_are_features(reps["id"])
+    with torch.no_grad():
+        assert not model.feature_maps(reps["id"].input_tensor()[:2]).is_contiguous()
+    det = registry.create("pytorch_ood.scale").fit(reps["fit"], reps["fit"])
+    check_scores(det.score(reps["id"]), 8, "pytorch_ood.scale")

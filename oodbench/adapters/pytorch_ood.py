@@ -103,7 +103,9 @@ def maps_are_features(rep) -> bool:
 
 
 def feature_maps(rep):
-    """Yield (B, C, H, W) feature maps of ``rep`` on the model's device, in order."""
+    """Yield (B, C, H, W) feature maps of ``rep`` on the model's device, in order, contiguous (a
+    channels-last network such as ``airbench`` gives strided maps, on which pytorch-ood's SCALE ``view``
+    fails)."""
     if maps_are_features(rep):
         f = _t(rep.features)
         for i in range(0, len(f), BATCH):
@@ -111,7 +113,7 @@ def feature_maps(rep):
     else:
         with torch.no_grad():
             for x in rep.inputs(batch_size=BATCH):
-                yield rep.model.feature_maps(x)
+                yield rep.model.feature_maps(x).contiguous()
 
 
 class PytorchOODDetector(LibraryDetector):
