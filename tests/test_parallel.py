@@ -251,3 +251,16 @@ def test_a_seeds_train_and_extract_jobs_go_before_score_jobs_whatever_their_reco
     sched.take(start[0]), sched.finish(start[0], True)
     start, _ = sched.ready()
     assert [(j.kind, j.seed, j.detector) for j in start] == [("extract", 1, ""), ("score", 0, "a"), ("score", 0, "b")]
+
+
+def test_every_job_starts_with_gradients_on_whatever_the_job_before_left():
+    import torch
+
+    from oodbench.benchmark.evaluation.jobs import Job, start_job
+
+    torch.set_grad_enabled(False)  # what a failed job may leave behind in a worker
+    try:
+        start_job(Job("score", "s", 0, "vae"))
+        assert torch.is_grad_enabled()
+    finally:
+        torch.set_grad_enabled(True)

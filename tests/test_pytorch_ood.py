@@ -102,3 +102,14 @@ def test_channels_last_feature_maps_are_made_contiguous(striped_images):
         assert not model.feature_maps(reps["id"].input_tensor()[:2]).is_contiguous()
     det = registry.create("pytorch_ood.scale").fit(reps["fit"], reps["fit"])
     check_scores(det.score(reps["id"]), 8, "pytorch_ood.scale")
+
+
+def test_a_half_consumed_feature_map_stream_leaves_gradients_on(tiny_cnn):
+    """The stream of feature maps runs the network without gradients, but never yields inside
+    ``torch.no_grad()``: a detector that raised after the first batch (SCALE on channels-last maps) left its
+    stream suspended there, with gradients off for every later job of that worker process."""
+    _, reps = tiny_cnn
+    stream = pa.feature_maps(reps["id"])
+    first = next(stream)
+    assert torch.is_grad_enabled() and not first.requires_grad
+    del stream

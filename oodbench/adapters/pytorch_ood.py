@@ -111,9 +111,10 @@ def feature_maps(rep):
         for i in range(0, len(f), BATCH):
             yield f[i:i + BATCH, :, None, None].to(rep.device)
     else:
-        with torch.no_grad():
-            for x in rep.inputs(batch_size=BATCH):
-                yield rep.model.feature_maps(x).contiguous()
+        for x in rep.inputs(batch_size=BATCH):
+            with torch.no_grad():  # never yield inside it: the caller would run with gradients off
+                maps = rep.model.feature_maps(x).contiguous()
+            yield maps
 
 
 class PytorchOODDetector(LibraryDetector):

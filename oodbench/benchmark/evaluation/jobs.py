@@ -120,9 +120,12 @@ def _kinds(names) -> set[str]:
     return kinds
 
 
-def seed_job(job: Job) -> int:
-    """Seed Python's, numpy's and torch's generators from the job's key, so that a job's numbers do not
-    depend on which jobs ran before it in the same process (serial, local workers and Ray agree)."""
+def start_job(job: Job) -> int:
+    """Seed Python's, numpy's and torch's generators from the job's key and turn torch's gradients back on,
+    so that a job's numbers and its fate do not depend on which jobs ran before it in the same process
+    (serial, local workers and Ray agree). The grad mode is process state: a detector that failed while a
+    ``torch.no_grad()`` block of a half-consumed generator was open left it off, and the next job of that
+    worker that trains (a VAE) failed with "element 0 of tensors does not require grad" (cifar10 grid)."""
     import hashlib
     import random
 
@@ -133,6 +136,7 @@ def seed_job(job: Job) -> int:
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
+    torch.set_grad_enabled(True)
     return s
 
 
@@ -151,7 +155,7 @@ def failed_result(job: Job, ctx: RunContext, msg: str, tb: str = "", seconds=Non
 
 def run_job(job: Job, ctx: RunContext) -> JobResult:
     """Run one job; a failing score job is returned as a failure row, never raised."""
-    seed_job(job)
+    start_job(job)
     s = ctx.session(job.seed)
     res = JobResult(job)
     if job.kind == "train":
