@@ -102,8 +102,10 @@ def module_closure(module: str, package: str = "oodbench", stop: tuple = ()) -> 
     files, seen, todo = [], set(), [module]
     while todo:
         name = todo.pop(0)
+        if name in seen:
+            continue
         path = spec_file(name)
-        if name in seen or path is None:
+        if path is None:
             continue
         seen.add(name)
         files.append(path)
