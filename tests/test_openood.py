@@ -81,3 +81,20 @@ def test_agreement_on_the_separable_toy():
     for r in rows:
         assert r["spearman"] > 0.999 or np.isnan(r["spearman"]), r
     assert abs(rows[1]["auroc_diff"]) < 1e-9
+
+
+@pytest.mark.parametrize("arch", ["airbench", "smallcnn"])
+def test_contract_net_pools_as_the_classifier_does(arch):
+    """RankFeat's head is ``net.fc(flatten(net.avgpool(maps)))``: on our wrapper it must give the
+    classifier's own logits (airbench max-pools, times 1/9; an average pool there would feed the head
+    features it was never trained on)."""
+    from oodbench.benchmark.models.architectures import build
+
+    torch.manual_seed(0)
+    model = build(arch, 3).eval()
+    net = oa.ContractNet(model)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        maps = net.intermediate_forward(x, layer_index=4)
+        logits = net.fc(torch.flatten(net.avgpool(net.layer4(maps)), 1))
+        torch.testing.assert_close(logits, model(x))

@@ -46,6 +46,20 @@ class LookupNet(nn.Module):
         return self.fc
 
 
+class OwnPool(nn.Module):
+    """What OpenOOD calls ``net.avgpool`` (RankFeat pools its rank-reduced maps with it, then
+    ``torch.flatten(·, 1)`` and ``net.fc``), as the classifier's own pooling: ``model.pool(maps)`` shaped
+    (N, C, 1, 1). OpenOOD's networks average-pool; ours need not (airbench takes the maximum over
+    positions, times 1/9), and the head only means something on the pooling it was trained with."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.pool = model.pool
+
+    def forward(self, maps):
+        return self.pool(maps)[:, :, None, None]
+
+
 class ContractNet(nn.Module):
     """OpenOOD's model contract around one of our classifiers (inputs in [0, 1]). With ``grey3`` the
     input has 3 replicated channels (ODIN indexes channels 0-2) and is averaged back to one."""
@@ -55,7 +69,7 @@ class ContractNet(nn.Module):
         self.model = model
         self.grey3 = grey3
         self.layer4 = nn.Identity()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = OwnPool(model)
 
     @property
     def fc(self):

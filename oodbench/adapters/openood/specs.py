@@ -53,7 +53,8 @@ SPECS = {
     "gradnorm": dict(expensive=True, cls="GradNormPostprocessor", feed="lookup", args={}, sweep={}, aps=False, gradients=True,
                      notes="gradient of the fc layer only, one sample at a time"),
     "rankfeat": dict(expensive=True, spatial_maps=True, cls="RankFeatPostprocessor", feed="net", args={"accelerate": False, "temperature": 1},
-                     sweep={}, aps=False, notes="block 3 = block 4 = model.feature_maps, layer4 = identity",
+                     sweep={}, aps=False, notes="block 3 = block 4 = model.feature_maps, layer4 = identity, "
+                     "avgpool = the classifier's own pool (max × 1/9 on airbench)",
                      toy="the toy's maps are 1x1: removing the rank-1 part leaves zeros"),
     "gram": dict(expensive=True, cls="GRAMPostprocessor", feed="net", args={"powers": [1, 2, 3, 4, 5]},
                  sweep={"powers_list": [[1, 2, 3, 4, 5]]}, aps=True,
