@@ -52,12 +52,17 @@ PAIRS = [
     ("GradNorm", "pytorch_ood.gradnorm", "openood.gradnorm"),
 ]
 
-#: why a pair differs where it does (pytorch-ood: 0.4.0 wheel, ``pytorch_ood/detector/...``; OpenOOD:
-#: ``openood/...`` at 3c35632). Written from the measured table (docs/openood.md, results/*/agreement.md).
+#: why a pair differs where it does, whatever the classifier (pytorch-ood: 0.4.0 wheel,
+#: ``pytorch_ood/detector/...``; OpenOOD: ``openood/...`` at 3c35632). Written from the libraries' code and
+#: the measured tables (docs/openood.md, results/*/agreement.md); what holds on one classifier only is in
+#: :data:`ON_CLASSIFIER`.
 REASONS: dict[str, str] = {
     "MSP": "same formula (softmax max); differences are float32 ties only",
-    "Temperature scaling": "same method (LBFGS lr 0.01, 50 iterations, NLL on the ID cal split: "
-                           "detector/tscaling.py fit_logits, postprocessors/temp_scaling_postprocessor.py:47)",
+    "Temperature scaling": "same data and optimiser (the ID cal split; L-BFGS, lr 0.01, 50 iterations, no line "
+                           "search: detector/tscaling.py fit_logits, postprocessors/temp_scaling_postprocessor.py:47), "
+                           "different start: T = 1.0 in pytorch-ood, 1.5 in OpenOOD (:16-17); from 1.5 the unsearched "
+                           "steps can overshoot to a negative T, which reverses the ranking "
+                           "(docs/investigations/temperature_scaling.md)",
     "Energy": "same formula (logsumexp, T=1)",
     "MaxLogit": "same formula",
     "GEN": "pytorch-ood clamps probabilities to [1e-7, 1-1e-7] (detector/gen.py:96), OpenOOD does not "
@@ -73,44 +78,45 @@ REASONS: dict[str, str] = {
                    "(detector/mahalanobis.py:123-127); OpenOOD takes sklearn EmpiricalCovariance of the "
                    "class-centred features, whose precision_ is the pseudo-inverse of the mean covariance "
                    "(postprocessors/mds_postprocessor.py:57-62). The 1/N factor cannot change ranks; the "
-                   "null space can: pinv ignores directions with no ID variance (LeNet's fc1 has dead units on "
-                   "the training split), the ridge weighs them by 1e6. Where both are below chance (mnist far-OOD and "
-                   "covariate shift), that is Mahalanobis with a tied covariance on LeNet's fc1 features, not "
-                   "either library's covariance estimate (the inverted sets shrink the features; they hardly "
-                   "activate the dead units: docs/investigations/mahalanobis_mnist.md)",
+                   "null space can: pinv ignores directions with no ID variance, the ridge weighs them by 1e6",
     "RMD": "as Mahalanobis (detector/rmd.py:108-113 vs postprocessors/rmds_postprocessor.py:57-70); the "
            "background term cancels most of the null-space difference",
     "KNN": "same method: pytorch-ood returns the k-th Euclidean distance of normalised features "
            "(sklearn, detector/knn.py predict_features), OpenOOD minus the k-th squared distance (faiss "
            "IndexFlatL2, postprocessors/knn_postprocessor.py:47-56): monotone, k=50 in both",
-    "ViM": "same algorithm and d (256 on LeNet); pytorch-ood eigen-decomposes X^T X / N in float32 with "
+    "ViM": "same algorithm and d (256 when the features have more than 256 dimensions, else half of them: "
+           "adapters/common.py vim_dim); pytorch-ood eigen-decomposes X^T X / N in float32 with "
            "torch.linalg.eigh (detector/vim.py fit_features), OpenOOD sklearn's float64 covariance with "
            "np.linalg.eig (postprocessors/vim_postprocessor.py:42-44)",
     "DICE": "same method and p (0.9 / 90): mask = contribution > percentile (detector/dice.py fit_features, "
             "postprocessors/dice_postprocessor.py:44-47)",
     "SHE": "same method (inner product with the mean feature of correctly classified samples of the predicted "
            "class)",
-    "NNGuide": "bank: pytorch-ood uses every sample it is fitted on (the training split by default) and k=10 (detector/nnguide.py fit_features), OpenOOD keeps "
-               "only the first loader batches covering alpha = 1 % of the train set (one batch of 200 here) "
-               "and K=100 (postprocessors/nnguide_postprocessor.py:46-62)",
+    "NNGuide": "bank: pytorch-ood uses every sample it is fitted on (the training split by default) and k=10 "
+               "(detector/nnguide.py fit_features), OpenOOD keeps only the first loader batches (of 200) covering "
+               "alpha = 1 % of its fit split, and K=100 (postprocessors/nnguide_postprocessor.py:46-62)",
     "fDBD": "same method (distance_as_normalizer=True in both)",
     "NCI": "alpha: 0 in pytorch-ood (detector/nci.py), 1e-4 in OpenOOD (configs nci.yml), which adds "
            "alpha * L1 norm of the feature",
-    "ReAct": "same method; the 90th-percentile clip comes from the split it is fitted on in pytorch-ood (training by default) (fit_feature_maps) "
-             "and from the ID val (cal) split in OpenOOD (postprocessors/react_postprocessor.py:28-40)",
-    "ASH": "different variant and percentile: pytorch-ood ash-s at 0.65 on the feature maps (detector/ash.py:51, "
-           "default variant 'ash-s'), OpenOOD ash_b at 90 on the pooled features (networks/ash_net.py:17-21, "
-           "ash.yml); on LeNet the maps are the pooled features, so only variant and percentile differ",
-    "SCALE": "percentile: 0.65 in pytorch-ood (detector/scale.py), 85 in OpenOOD (scale.yml)",
-    "RankFeat": "both degenerate on LeNet: its maps are 1x1, so the rank-1 part is the whole map and the head "
-                "sees (numerically) zeros; the residual scores are float noise",
+    "ReAct": "same method; the 90th-percentile clip comes from the split it is fitted on in pytorch-ood (training by "
+             "default) (fit_feature_maps) and from the ID val (cal) split in OpenOOD "
+             "(postprocessors/react_postprocessor.py:28-40)",
+    "ASH": "different variant, percentile and input: pytorch-ood ash-s at 0.65 on the feature maps before the "
+           "classifier's pooling (detector/ash.py:51, default variant 'ash-s'), OpenOOD ash_b at 90 on the pooled "
+           "features (networks/ash_net.py:17-21, ash.yml)",
+    "SCALE": "percentile and input: 0.65 in pytorch-ood on the feature maps (detector/scale.py), 85 in OpenOOD "
+             "(scale.yml) on the pooled features (networks/scale_net.py)",
+    "RankFeat": "pytorch-ood removes the rank-1 part of the last block's maps and applies the head "
+                "(detector/rankfeat.py); OpenOOD averages the logits of that for blocks 3 and 4 "
+                "(postprocessors/rankfeat_postprocessor.py:20-60); our classifiers expose one last block, so "
+                "both see the same maps, pooled by the classifier's own pooling",
     "VRA": "pytorch-ood clips each feature at its own 1st/99th percentile (detector/vra.py fit_feature_maps, "
            "np.quantile axis 0), OpenOOD all features at the global 10th/90th percentile of the flattened "
            "activations (postprocessors/vra_postprocessor.py:41-49)",
-    "Gram": "layers and powers: pytorch-ood's Gram on conv1/conv2 outputs with powers 1..2 (num_poles_list "
-            "default range(1, L+1), detector/gram.py) vs OpenOOD's hooks on every Conv2d/ReLU module with "
-            "powers 1..5 (postprocessors/gram_postprocessor.py:72-107, gram.yml); deviations are normalised "
-            "by a held-out 10 % split in pytorch-ood and by the training set in OpenOOD",
+    "Gram": "layers and powers: pytorch-ood's Gram on the classifier's 4-D tap layers with powers 1..2 "
+            "(num_poles_list default range(1, L+1), detector/gram.py) vs OpenOOD's hooks on every Conv2d/ReLU "
+            "module with powers 1..5 (postprocessors/gram_postprocessor.py:72-107, gram.yml); deviations are "
+            "normalised by a held-out 10 % split in pytorch-ood and by the training set in OpenOOD",
     "ODIN": "same method (T=1000, eps=0.0014; input std registered as 1 because our inputs are pixels); "
             "OpenOOD takes the sign as ge(grad, 0) (odin_postprocessor.py:41), so a zero gradient moves the "
             "pixel by +eps instead of 0",
@@ -118,6 +124,39 @@ REASONS: dict[str, str] = {
                 "OpenOOD over the fc layer only (postprocessors/gradnorm_postprocessor.py:18-37), the paper's "
                 "choice",
 }
+
+#: what holds on one classifier (architecture name → method → text), appended to :data:`REASONS`;
+#: measured where it gives figures
+ON_CLASSIFIER: dict[str, dict[str, str]] = {
+    "lenet": {
+        "Mahalanobis": "LeNet's fc1 has dead units on the training split; where both are below chance (mnist "
+                       "far-OOD and covariate shift), that is Mahalanobis with a tied covariance on LeNet's fc1 "
+                       "features, not either library's covariance estimate (the inverted sets shrink the "
+                       "features; they hardly activate the dead units: docs/investigations/mahalanobis_mnist.md)",
+        "ViM": "d = 256 of fc1's 500 features",
+        "ASH": "LeNet's maps are its pooled features (500×1×1), so only variant and percentile differ",
+        "SCALE": "LeNet's maps are its pooled features, so only the percentile differs",
+        "RankFeat": "both degenerate: LeNet's maps are 1×1, so the rank-1 part is the whole map and the head "
+                    "sees (numerically) zeros; the residual scores are float noise",
+        "Gram": "pytorch-ood's layers are conv1 and conv2",
+    },
+    "airbench": {
+        "Temperature scaling": "on this classifier's cal logits, OpenOOD's fit ends at T = -14.05 and -6.61 on "
+                               "seeds 0 and 1 (NLL 0.50 → 2.51 and 2.75) and at 0.37 on seed 2; pytorch-ood's at "
+                               "0.73-0.74 on all three",
+        "ViM": "d = 128 of the 256 pooled features",
+        "ASH": "the maps are block3's 256×3×3 output, pooled by a maximum over the 9 positions times 1/9",
+        "SCALE": "the maps are block3's 256×3×3 output, pooled by a maximum over the 9 positions times 1/9",
+        "Gram": "pytorch-ood's layers are block1, block2 and block3; airbench's GELUs are functional, so "
+                "OpenOOD's hooks see its Conv2d modules only (the fixed whitening convolution included)",
+    },
+}
+
+
+def reason(method: str, arch: str | None = None) -> str:
+    """Why ``method``'s two implementations differ: :data:`REASONS`, then what holds on ``arch``."""
+    extra = ON_CLASSIFIER.get(arch or "", {}).get(method)
+    return REASONS.get(method, "") + (f". On {arch}: {extra}" if extra else "")
 
 
 def _latest_cached(folder: Path, name: str):
@@ -165,8 +204,9 @@ def compare(scores_a: dict, scores_b: dict, tests, method: str, name_a: str, nam
     return rows
 
 
-def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per method: Spearman on ID test and mean over OOD sets, mean AUROC near/far per library."""
+def summarise(df: pd.DataFrame, arch: str | None = None) -> pd.DataFrame:
+    """One row per method: Spearman on ID test and mean over OOD sets, mean AUROC near/far per library,
+    and :func:`reason` on classifier ``arch``."""
     out = []
     for method, g in df.groupby("method", sort=False):
         ood = g[g["test_set"] != "id"]
@@ -180,7 +220,7 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
         row["max_abs_auroc_diff"] = float(ood["auroc_diff"].abs().max())
         agree = row["max_abs_auroc_diff"] <= 1e-3 and row["spearman_min"] >= 0.999
         row["reason"] = ("they agree here (max |Δ| ≤ 0.001, ρ ≥ 0.999); where they can differ: " if agree else "") \
-            + REASONS.get(method, "")
+            + reason(method, arch)
         out.append(row)
     return pd.DataFrame(out)
 
@@ -261,14 +301,33 @@ def agreement(suite: str = "mnist", out=None, seed: int = 0, pairs=None, device:
     df = pd.DataFrame(rows)
     df.attrs.update({"failures": failures, "timing": timing, "stale": stale_used})
     if out is not None and len(df):
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out / "agreement.csv", index=False, float_format="%.6g")
-        summ = summarise(df)
-        md = to_markdown(summ, df, f"# Cross-library agreement on `{suite}` (seed {seed}, {arch})")
-        if stale_used:
-            md += "\nScores from an earlier adapter version (stale cache): " + ", ".join(stale_used) + "\n"
-        if failures:
-            md += "\nFailed: " + "; ".join(f"`{k}`: {v}" for k, v in failures.items()) + "\n"
-        (out / "agreement.md").write_text(md)
+        write(out, df, suite, seed, arch, failures, stale_used)
+    return df
+
+
+def write(out, df: pd.DataFrame, suite: str, seed: int, arch: str, failures: dict | None = None,
+          stale: list | None = None, note: str = "") -> None:
+    """Write ``agreement.csv`` (the per-test-set table ``df``) and ``agreement.md`` (its summary with
+    :func:`reason` for classifier ``arch``, then ``note``, stale cache use and failures) to ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "agreement.csv", index=False, float_format="%.6g")
+    md = to_markdown(summarise(df, arch), df, f"# Cross-library agreement on `{suite}` (seed {seed}, {arch})")
+    if note:
+        md += "\n" + note.strip() + "\n"
+    if stale:
+        md += "\nScores from an earlier adapter version (stale cache): " + ", ".join(stale) + "\n"
+    if failures:
+        md += "\nFailed: " + "; ".join(f"`{k}`: {v}" for k, v in failures.items()) + "\n"
+    (out / "agreement.md").write_text(md)
+
+
+def merge(folder, new: pd.DataFrame, suite: str, seed: int, arch: str, note: str = "") -> pd.DataFrame:
+    """Replace the rows of ``new``'s methods in ``folder``'s ``agreement.csv`` by ``new`` (methods in
+    :data:`PAIRS` order) and rewrite both files; ``note`` says which rows were recomputed when."""
+    old = pd.read_csv(Path(folder) / "agreement.csv")
+    df = pd.concat([old[~old["method"].isin(set(new["method"]))], new], ignore_index=True)
+    order = {m: i for i, (m, _, _) in enumerate(PAIRS)}
+    df = df.sort_values("method", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
+    write(folder, df, suite, seed, arch, note=note)
     return df
