@@ -146,3 +146,33 @@ def test_load_or_train_dispatches_to_the_airbench_loop_and_reloads(tmp_path):
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), again(x))
+
+
+def test_bfloat16_autocast_trains_float32_weights_reproducibly(data):
+    x, y = data
+    rec = _recipe(autocast="bfloat16")
+    m1, _ = airbench.train_new("airbench", 3, 10, rec, x, y, 0, progress=False, widths=WIDTHS)
+    m2, _ = airbench.train_new("airbench", 3, 10, rec, x, y, 0, progress=False, widths=WIDTHS)
+    assert _sha(m1) == _sha(m2) != _sha(_train(data)[0])  # reproducible, and not the float32 training
+    assert all(v.dtype == torch.float32 for v in m1.state_dict().values() if v.is_floating_point())
+    with torch.no_grad():
+        assert m1(torch.rand(2, 3, 32, 32)).dtype == torch.float32  # evaluated (and seen) in float32
+    with pytest.raises(ValueError, match="autocast"):
+        airbench.train_new("airbench", 3, 10, _recipe(autocast="float16"), x, y, 0, progress=False, widths=WIDTHS)
+
+
+def test_airbench_wide_is_airbench95s_network_trained_by_the_airbench_loop(tmp_path):
+    model = architectures.build("airbench_wide", 3, 10)
+    assert isinstance(model, architectures.AirbenchNet) and model.fc.in_features == 384
+    assert model.block1.conv1.out_channels == 128
+    assert checkpoints.own_training("airbench_wide") is airbench
+    assert checkpoints.training_code("airbench_wide") != checkpoints.training_code("airbench")
+    assert recipe_for("airbench_wide").autocast == "bfloat16" and recipe_for("airbench").autocast is None
+    rng = np.random.default_rng(2)
+    train = ImageSet("tiny", rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 64),
+                     "tiny-data", [str(i) for i in range(10)])
+    recipe = replace(recipe_for("airbench_wide"), epochs=1, batch_size=32, threads=1)
+    trained, meta = checkpoints.load_or_train("airbench_wide", recipe, train, 0, tmp_path, progress=False)
+    again, meta2 = checkpoints.load_or_train("airbench_wide", recipe, train, 0, tmp_path, progress=False)
+    assert not meta["cached"] and meta2["cached"] and meta2["sha256"] == meta["sha256"]
+    assert type(again) is architectures.AirbenchWideNet

@@ -28,6 +28,7 @@ them) and is updated at the last step even when that step is not a multiple of `
 detectors see it)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -163,6 +164,13 @@ def augment(xb: torch.Tensor, flip: torch.Tensor, shifts: torch.Tensor, r: int) 
     return out.permute(0, 3, 1, 2)  # (N, C, H, W) with channels-last strides
 
 
+def _autocast(dev: torch.device, dtype: str | None):
+    """The training step's forward context: ``torch.autocast`` in ``dtype`` ("bfloat16"), or nothing."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(dev.type, dtype=getattr(torch, dtype))
+
+
 def train(model: AirbenchNet, x: np.ndarray, y: np.ndarray, recipe: AirbenchRecipe, seed: int, device="cpu",
           progress=True, on_epoch: EpochHook | None = None) -> dict:
     """Train ``model`` on uint8 images (N, H, W, 3) with labels ``y``; returns a log (seconds, steps,
@@ -196,6 +204,8 @@ def train(model: AirbenchNet, x: np.ndarray, y: np.ndarray, recipe: AirbenchReci
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, recipe))
     init_seconds = seconds = time.perf_counter() - t0
 
+    if recipe.autocast not in (None, "bfloat16"):
+        raise ValueError(f"recipe {recipe.name!r}: autocast must be None or 'bfloat16', not {recipe.autocast!r}")
     r = recipe.translate if recipe.augment else 0
     base_flip = torch.rand(n, generator=g) < 0.5 if recipe.augment else torch.zeros(n, dtype=torch.bool)
     step, loss_v = 0, float("nan")
@@ -213,8 +223,9 @@ def train(model: AirbenchNet, x: np.ndarray, y: np.ndarray, recipe: AirbenchReci
                 break
             idx = perm[i * bs:(i + 1) * bs]
             xb = augment(xt[idx].float().div_(255.0), flip[idx], shifts[idx], r).to(dev)
-            loss = F.cross_entropy(model(xb), yt[idx].to(dev), label_smoothing=recipe.label_smoothing,
-                                   reduction="sum")
+            with _autocast(dev, recipe.autocast):
+                loss = F.cross_entropy(model(xb), yt[idx].to(dev), label_smoothing=recipe.label_smoothing,
+                                       reduction="sum")
             opt.zero_grad(set_to_none=True)  # a frozen whitening bias then has no gradient: SGD skips it
             loss.backward()
             opt.step()

@@ -248,8 +248,17 @@ class AirbenchNet(Classifier):
         return maps.amax(dim=(2, 3)) * self.scale
 
 
+class AirbenchWideNet(AirbenchNet):
+    """:class:`AirbenchNet` with airbench95's widths, 128, 384 and 384 (legacy/airbench95.py ``hyp``): about
+    2.2 times the arithmetic of the 64/256/256 network per image, 384-d penultimate features and 384×3×3
+    feature maps. Trained by :func:`oodbench.benchmark.models.airbench.train` as :class:`AirbenchNet`."""
+
+    def __init__(self, num_classes=10, in_channels=3, widths=(128, 384, 384), bn_momentum=0.6, scale=1 / 9):
+        super().__init__(num_classes, in_channels, widths, bn_momentum, scale)
+
+
 ARCHITECTURES = {"lenet": LeNet, "smallcnn": SmallCNN, "resnet18": ResNet18, "lenet5_openood": OpenOODLeNet,
-                 "airbench": AirbenchNet}
+                 "airbench": AirbenchNet, "airbench_wide": AirbenchWideNet}
 
 
 def build(arch: str, in_channels: int, num_classes: int = 10) -> Classifier:

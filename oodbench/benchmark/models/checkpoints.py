@@ -3,10 +3,10 @@ holding its sha256 and the training log.
 
 The key hashes (architecture, recipe (with its training thread count), training data checksum,
 seed, training code): the code is the source of :mod:`.training`, of the architecture's own training
-module if it has one (:func:`own_training`: ``airbench`` → :mod:`.airbench`) and of the architecture's
-classes (:func:`training_code`), so edited training or network code trains a new checkpoint instead of
-reusing one made by other code. A checkpoint that fails its checksum, or whose sidecar is unreadable,
-is retrained, not trusted. "Check, train, write" runs under a lock of the entry, so two processes
+module if it has one (:func:`own_training`: ``airbench`` and ``airbench_wide`` → :mod:`.airbench`) and of
+the architecture's classes (:func:`training_code`), so edited training or network code trains a new
+checkpoint instead of reusing one made by other code. A checkpoint that fails its checksum, or whose
+sidecar is unreadable, is retrained, not trusted. "Check, train, write" runs under a lock of the entry, so two processes
 that want the same missing checkpoint train it once. What is cached downstream (representations,
 scores) is keyed by the checkpoint's sha256, i.e. by the weights themselves, not by this key.
 """
@@ -37,7 +37,7 @@ def own_training(arch: str):
     signature of :func:`.training.train_new`), else None (the generic :mod:`.training` trains it): the
     one place that says which loop trains which architecture. (It lives here, not in :mod:`.training`,
     whose source is in every checkpoint key: editing that module would retrain every cached classifier.)"""
-    return {"airbench": airbench}.get(arch)
+    return {"airbench": airbench, "airbench_wide": airbench}.get(arch)
 
 
 def training_code(arch: str) -> str:
