@@ -63,6 +63,10 @@ class AirbenchRecipe(Recipe):
     whiten_bias_epochs: int = 3
     autocast: str | None = None
 
+    def __post_init__(self):
+        if self.autocast not in (None, "bfloat16"):
+            raise ValueError(f"recipe {self.name!r}: autocast must be None or 'bfloat16', not {self.autocast!r}")
+
 
 RECIPES = {
     "lenet": Recipe("lenet", epochs=4, batch_size=128, lr=1e-3),
