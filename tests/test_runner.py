@@ -120,12 +120,13 @@ def test_cli_list_and_run(data_dir, cache_dir, tmp_path, capsys):
     assert rc == 0 and (tmp_path / "leaderboard.md").exists()
 
 
-def test_cifar10_cpu_path_runs_with_the_airbench_net(data_dir, cache_dir, tmp_path):
+def test_cifar10_cpu_path_runs_with_the_wide_airbench_net(data_dir, cache_dir, tmp_path):
     from oodbench.benchmark import models
     from oodbench.benchmark.data import suites
 
     s = suites.get("cifar10-smoke")
-    assert suites.model_name(s, "cpu") == suites.model_name(suites.get("cifar10"), "cpu") == "airbench"
+    assert suites.model_name(s, "cpu") == suites.model_name(suites.get("cifar10"), "cpu") == "airbench_wide"
+    assert suites.model_name(suites.get("cifar10-open"), "cpu") == "airbench"
     assert suites.model_name(suites.get("cifar10"), "cuda") == "resnet18"
     df = runner.evaluate("cifar10-smoke", detectors=["pytorch_ood.msp"], data_dir=data_dir, cache_dir=cache_dir,
                          out=tmp_path, threads=1, n_boot=0, progress=False).table

@@ -69,7 +69,7 @@ SUITES = {
     "cifar10": {
         "id": "cifar10",
         "shape": (32, 32, 3),
-        "model": {"default": "airbench", "cuda": "resnet18"},
+        "model": {"default": "airbench_wide", "cuda": "resnet18"},
         "splits": {"train": 40000, "fit": 5000, "cal": 5000, "seed": 0},
         "tests": [
             {"name": "tinyimagenet", "group": "near", "dataset": "tinyimagenet",
