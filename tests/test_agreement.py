@@ -12,6 +12,10 @@ def test_library_reasons_name_no_classifier_and_classifier_notes_are_appended():
     assert "1×1" not in ag.reason("RankFeat", "airbench")
     assert ag.reason("ViM", "airbench").endswith("d = 128 of the 256 pooled features")
     assert ag.reason("MSP", "airbench") == ag.REASONS["MSP"]
+    from oodbench.adapters.common import vim_dim
+
+    for arch, d in (("airbench", 256), ("airbench_wide", 384)):  # the notes say what the adapters do
+        assert ag.reason("ViM", arch).endswith(f"d = {vim_dim(d)} of the {d} pooled features")
     assert ag.reason("MSP", None) == ag.REASONS["MSP"]
 
 

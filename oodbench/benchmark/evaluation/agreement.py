@@ -150,6 +150,13 @@ ON_CLASSIFIER: dict[str, dict[str, str]] = {
         "Gram": "pytorch-ood's layers are block1, block2 and block3; airbench's GELUs are functional, so "
                 "OpenOOD's hooks see its Conv2d modules only (the fixed whitening convolution included)",
     },
+    "airbench_wide": {
+        "ViM": "d = 256 of the 384 pooled features",
+        "ASH": "the maps are block3's 384×3×3 output, pooled by a maximum over the 9 positions times 1/9",
+        "SCALE": "the maps are block3's 384×3×3 output, pooled by a maximum over the 9 positions times 1/9",
+        "Gram": "pytorch-ood's layers are block1, block2 and block3; airbench's GELUs are functional, so "
+                "OpenOOD's hooks see its Conv2d modules only (the fixed whitening convolution included)",
+    },
 }
 
 

@@ -4,7 +4,7 @@ OpenOOD's leaderboard (``leaderboard`` branch, ``results/cifar10.csv``; ``shared
 §3.5a) scores postprocessors on a ResNet-18 at 95.06 ± 0.30 % (three checkpoints, the original PNG
 CIFAR-10), with near-OOD = CIFAR-100 and Tiny ImageNet (classes overlapping CIFAR-10 removed) and
 far-OOD = MNIST, SVHN, Textures and Places365. The offline cifar10 suite differs in the classifier (our
-``airbench`` CPU net, or ResNet-18 on a GPU, on a JPEG-decoded copy of CIFAR-10), in the near set (Tiny
+``airbench_wide`` CPU net, or ResNet-18 on a GPU, on a JPEG-decoded copy of CIFAR-10), in the near set (Tiny
 ImageNet without its CIFAR-10-like classes only: CIFAR-100 is not offline) and in the far sets (MNIST and
 Textures = DTD are the published far sets we have; SVHN and Places365 are not offline; FashionMNIST,
 notMNIST and two noise sets are ours). The section states those differences and sets our near and far
