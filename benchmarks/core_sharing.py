@@ -42,6 +42,8 @@ def _work(kind: str, steps: int) -> float:
 
 
 def _child(kind, steps, start, q):
+    import torch  # noqa: F401  (imported before the start signal, so both timed loops begin together)
+
     start.wait()
     q.put(_work(kind, steps))
 
@@ -52,7 +54,7 @@ def _side_by_side(kind: str, steps: int, n: int) -> list[float]:
     ps = [ctx.Process(target=_child, args=(kind, steps, start, q)) for _ in range(n)]
     for p in ps:
         p.start()
-    time.sleep(3)  # let both import torch before either starts the clock
+    time.sleep(3)  # let every child import torch and reach the start signal
     start.set()
     out = [q.get() for _ in ps]
     for p in ps:
