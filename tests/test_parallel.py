@@ -264,3 +264,24 @@ def test_every_job_starts_with_gradients_on_whatever_the_job_before_left():
         assert torch.is_grad_enabled()
     finally:
         torch.set_grad_enabled(True)
+
+
+def test_a_training_takes_its_recipes_threads_in_worker_slots():
+    """The airbench recipes train with 2 threads: two such trainings side by side on 2 cores took 3,979 and
+    3,365 s against 1,210 s for one alone. A training takes as many of the --jobs slots as its threads;
+    while it waits for them, 1-slot jobs keep the free slot busy."""
+    from types import SimpleNamespace
+
+    from oodbench.benchmark.data import suites
+    from oodbench.benchmark.evaluation.jobs import Job, RunContext
+
+    ctx = RunContext(suites.get("cifar10"), [], SimpleNamespace(device="cpu"))
+    train, score = Job("train", "cifar10", 1), Job("score", "cifar10", 0, "pytorch_ood.msp")
+    assert executors.LocalExecutor(2).slots(train, ctx) == 2
+    assert executors.LocalExecutor(1).slots(train, ctx) == 1  # never more than there are
+    assert executors.LocalExecutor(2).slots(score, ctx) == 1
+    slots = {train: 2, score: 1}.get
+    other = Job("score", "cifar10", 0, "pytorch_ood.energy")
+    assert executors.fitting([train, score], 0, 2, slots) == [train]
+    assert executors.fitting([train, score, other], 1, 2, lambda j: slots(j, 1)) == [score]
+    assert executors.fitting([score, other], 0, 2, lambda j: 1) == [score, other]

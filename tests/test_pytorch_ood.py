@@ -113,3 +113,36 @@ def test_a_half_consumed_feature_map_stream_leaves_gradients_on(tiny_cnn):
     first = next(stream)
     assert torch.is_grad_enabled() and not first.requires_grad
     del stream
+
+
+def test_spatial_maps_are_extracted_once_per_dataset_and_give_the_live_scores(striped_images, tmp_path,
+                                                                                 monkeypatch):
+    """ReAct, ASH, SCALE, VRA and RankFeat transform the maps before the head: each ran the network over
+    every dataset itself (on cifar10, one extraction's cost per detector and seed). The harness now keeps
+    the maps in its cache: one forward pass per dataset whichever of them asks, the same scores as the
+    network's own maps; datasets whose maps exceed the limit are computed from the network as before."""
+    from oodbench.benchmark.evaluation import features
+
+    torch.manual_seed(0)
+    model = models.build("smallcnn", in_channels=1, num_classes=4).eval()
+    sets = {k: striped_images(n, i, k) for i, (k, n) in enumerate((("fit", 48), ("id", 16)))}
+
+    def scores(store, names=("pytorch_ood.react", "pytorch_ood.scale", "pytorch_ood.rankfeat")):
+        reps = {k: store.representation(v, k) for k, v in sets.items()}
+        assert not pa.maps_are_features(reps["id"])
+        return {n: registry.create(n).fit(reps["fit"], reps["fit"]).score(reps["id"]) for n in names}
+
+    cached = RepresentationStore(model, "maps-cache", cache=tmp_path, batch_size=16)
+    got = scores(cached)
+    assert cached.stats["forward_passes"] == 2  # fit and id, once each for the three detectors
+    assert len(list((tmp_path / "features" / cached.key).glob("*-maps-*.npz"))) == 2
+    again = RepresentationStore(model, "maps-cache", cache=tmp_path, batch_size=16)
+    assert {n: s.tolist() for n, s in scores(again).items()} == {n: s.tolist() for n, s in got.items()}
+    # every read of the second store is a cache hit: the first store's two extractions become hits
+    assert again.stats["forward_passes"] == 0 and again.stats["cache_hits"] == cached.stats["cache_hits"] + 2
+
+    monkeypatch.setattr(features, "MAPS_LIMIT_BYTES", 0)  # too large to keep: the network's own maps
+    live = RepresentationStore(model, "maps-live", cache=tmp_path / "live", batch_size=16)
+    for n, s in scores(live).items():
+        np.testing.assert_allclose(s, got[n], rtol=1e-5, atol=1e-5, err_msg=n)
+    assert live.stats["forward_passes"] == 0 and not (tmp_path / "live" / "features").exists()

@@ -105,11 +105,16 @@ def maps_are_features(rep) -> bool:
 def feature_maps(rep):
     """Yield (B, C, H, W) feature maps of ``rep`` on the model's device, in order, contiguous (a
     channels-last network such as ``airbench`` gives strided maps, on which pytorch-ood's SCALE ``view``
-    fails)."""
+    fails). From the cached penultimate features when the maps are 1x1, else from the harness's cached
+    maps (``rep.feature_maps``: one forward pass per dataset for ReAct, ASH, SCALE, VRA and RankFeat
+    together), else from the network."""
     if maps_are_features(rep):
         f = _t(rep.features)
         for i in range(0, len(f), BATCH):
             yield f[i:i + BATCH, :, None, None].to(rep.device)
+    elif callable(getattr(rep, "feature_maps", None)):
+        for maps in rep.feature_maps(BATCH):
+            yield maps.contiguous()
     else:
         for x in rep.inputs(batch_size=BATCH):
             with torch.no_grad():  # never yield inside it: the caller would run with gradients off

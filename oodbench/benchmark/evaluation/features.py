@@ -6,7 +6,12 @@
 * ``core``: ``logits`` (N, C) float32, ``features`` (N, D) float32 (penultimate), ``preds`` (N,) int64;
 * ``taps``: per-layer statistics from forward hooks on named layers: for a 4-D activation the
   per-channel spatial max and mean (N, 2C), for a 2-D one the values (N, D). Stored as
-  ``tap:<layer>`` arrays; the layer list is part of the cache key.
+  ``tap:<layer>`` arrays; the layer list is part of the cache key;
+* ``maps``: ``maps`` (N, C, H, W) float32, the 4-D activations the head pools (``model.feature_maps``),
+  for the detectors that transform them before the head (pytorch-ood's ReAct, ASH, SCALE, VRA,
+  RankFeat): one forward pass per dataset instead of one per detector. Kept only while a dataset's maps
+  fit in :data:`MAPS_LIMIT_BYTES` (about 1.7 GB for the cifar10 suite's 40,000-image ``train`` split on
+  ``airbench_wide``); larger ones are computed batch by batch whenever asked for, as before.
 
 All kinds missing for a dataset are computed in one pass, under a lock of that dataset's entry (a
 second process waits and reuses). Entries are keyed by content (:attr:`RepresentationStore.key`: the
@@ -36,6 +41,10 @@ from oodbench.detectors.taps import tap_stats
 
 CORE = "core"
 TAPS = "taps"
+MAPS = "maps"
+#: the largest feature maps of one dataset kept in the cache (float32 bytes); beyond it they are computed
+#: batch by batch on every request (a 224x224 ResNet-50 has 100,352 values per image: 20 GB for 50,000)
+MAPS_LIMIT_BYTES = 4 * 2**30
 
 
 class RepresentationStore:
@@ -77,9 +86,15 @@ class RepresentationStore:
     def _tap_key(self) -> str:
         return hashlib.sha256(",".join(self.taps).encode()).hexdigest()[:10]
 
+    @staticmethod
+    def _maps_key() -> str:
+        # extract_maps is not part of :attr:`key` (whose entries would all change with it): its own code
+        # keys its files
+        return source_hash(RepresentationStore.extract_maps)[:10]
+
     def _path(self, images: ImageSet, kind: str) -> Path:
         ck = hashlib.sha256(images.checksum.encode()).hexdigest()[:20]
-        suffix = kind if kind == CORE else f"{kind}-{self._tap_key()}"
+        suffix = {CORE: CORE, MAPS: f"{MAPS}-{self._maps_key()}"}.get(kind) or f"{kind}-{self._tap_key()}"
         return self.root / f"{ck}-{suffix}.npz"
 
     def _load(self, images: ImageSet, kind: str) -> dict[str, np.ndarray] | None:
@@ -95,7 +110,8 @@ class RepresentationStore:
         if not arr or len(next(iter(arr.values()))) != len(images):
             return None
         self.stats["cache_hits"] += 1
-        self._mem[(images.checksum, kind)] = arr
+        if kind != MAPS:  # maps are large: read again when asked for, not held by every worker
+            self._mem[(images.checksum, kind)] = arr
         return arr
 
     def get(self, images: ImageSet, kind: str) -> dict[str, np.ndarray]:
@@ -104,10 +120,10 @@ class RepresentationStore:
         if mk in self._mem:
             return self._mem[mk]
         if self.root is None:
-            return self.extract(images, {kind})[kind]
+            return self._compute(images, {kind})[kind]
         with entry_lock(self._lock_path(images)):  # another process extracting this set: wait, then reuse
             arr = self._load(images, kind)
-            return arr if arr is not None else self.extract(images, {kind})[kind]
+            return arr if arr is not None else self._compute(images, {kind})[kind]
 
     def ensure(self, images: ImageSet, kinds: set[str]) -> None:
         """Make sure all ``kinds`` are cached for ``images``, computing the missing ones in one pass."""
@@ -115,12 +131,46 @@ class RepresentationStore:
         if not missing:
             return
         if self.root is None:
-            self.extract(images, missing)
+            self._compute(images, missing)
             return
         with entry_lock(self._lock_path(images)):
             missing = {k for k in missing if self._load(images, k) is None}
             if missing:
-                self.extract(images, missing)
+                self._compute(images, missing)
+
+    def _compute(self, images: ImageSet, kinds: set[str]) -> dict[str, dict[str, np.ndarray]]:
+        out = self.extract(images, kinds - {MAPS}) if kinds - {MAPS} else {}
+        if MAPS in kinds:
+            out[MAPS] = self.extract_maps(images)
+        return out
+
+    def maps_fit(self, images: ImageSet) -> bool:
+        """Whether the feature maps of ``images`` are small enough to be kept (:data:`MAPS_LIMIT_BYTES`)."""
+        x = to_tensor(images.x[:1]).to(self.device)
+        with torch.no_grad():
+            per_image = self.model.eval().feature_maps(x).numel() * 4
+        return per_image * len(images) <= MAPS_LIMIT_BYTES
+
+    @torch.no_grad()
+    def extract_maps(self, images: ImageSet) -> dict[str, np.ndarray]:
+        """The ``maps`` kind: ``model.feature_maps`` of ``images`` in batches, float32, contiguous
+        (N, C, H, W), written to the cache (not held in memory: they are large)."""
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        model = self.model.eval()
+        chunks = []
+        for i in tqdm(range(0, len(images), self.batch_size), desc=f"extract maps {images.name}",
+                      disable=not self.progress, leave=False, unit="batch"):
+            xb = to_tensor(images.x[i:i + self.batch_size]).to(self.device)
+            chunks.append(model.feature_maps(xb).float().cpu().contiguous())
+        arr = {"maps": torch.cat(chunks).numpy()}
+        if self.root is not None:  # not held in memory (see _load)
+            path = self._path(images, MAPS)
+            write_or_warn(lambda: save_arrays(path, arr), path)
+        self.stats["forward_passes"] += 1
+        self.stats["forward_seconds"] += time.perf_counter() - t0
+        return arr
 
     @torch.no_grad()
     def extract(self, images: ImageSet, kinds: set[str]) -> dict[str, dict[str, np.ndarray]]:
@@ -221,6 +271,21 @@ class Representation:
         """Per-layer statistics, ``{layer: (N, d)}``, in the store's tap order."""
         t = self.store.get(self.images, TAPS)
         return {name: t["tap:" + name] for name in self.store.taps}
+
+    def feature_maps(self, batch_size: int | None = None) -> Iterator[torch.Tensor]:
+        """(B, C, H, W) float32 batches of ``model.feature_maps`` on the model's device, in order: from the
+        ``maps`` cache (one forward pass per dataset, whichever detectors ask), or, when this dataset's
+        maps are larger than :data:`MAPS_LIMIT_BYTES`, from the network batch by batch."""
+        bs = batch_size or self.store.batch_size
+        if self.store.maps_fit(self.images):
+            maps = torch.from_numpy(self.store.get(self.images, MAPS)["maps"])
+            for i in range(0, len(maps), bs):
+                yield maps[i:i + bs].to(self.device)
+            return
+        for x in self.inputs(bs):
+            with torch.no_grad():  # never yield inside it: the caller would run with gradients off
+                maps = self.model.feature_maps(x).float().contiguous()
+            yield maps
 
     @property
     def model(self):
