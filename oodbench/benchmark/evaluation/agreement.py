@@ -154,6 +154,10 @@ ON_CLASSIFIER: dict[str, dict[str, str]] = {
         "ViM": "d = 256 of the 384 pooled features",
         "ASH": "the maps are block3's 384×3×3 output, pooled by a maximum over the 9 positions times 1/9",
         "SCALE": "the maps are block3's 384×3×3 output, pooled by a maximum over the 9 positions times 1/9",
+        "ReAct": "pytorch-ood's clip is the 90th percentile of every value of block3's 384×3×3 maps, which the "
+                 "network then pools by their maximum; OpenOOD's the 90th percentile of the pooled maxima",
+        "VRA": "pytorch-ood's per-channel percentiles are over every value of block3's 384×3×3 maps, before the "
+               "maximum pooling; OpenOOD's over the pooled features",
         "Gram": "pytorch-ood's layers are block1, block2 and block3; airbench's GELUs are functional, so "
                 "OpenOOD's hooks see its Conv2d modules only (the fixed whitening convolution included)",
     },
