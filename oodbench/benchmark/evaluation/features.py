@@ -66,6 +66,7 @@ class RepresentationStore:
         self.progress = progress
         self.stats = {"forward_passes": 0, "forward_seconds": 0.0, "cache_hits": 0}
         self._mem: dict = {}
+        self._map_bytes: int | None = None  # float32 bytes of one image's feature maps (probed once)
         #: what detectors that train their own models need: ID ``train`` split, device, seed, checkpoints
         self.context = FitContext(model=model, device=str(device))
 
@@ -146,10 +147,11 @@ class RepresentationStore:
 
     def maps_fit(self, images: ImageSet) -> bool:
         """Whether the feature maps of ``images`` are small enough to be kept (:data:`MAPS_LIMIT_BYTES`)."""
-        x = to_tensor(images.x[:1]).to(self.device)
-        with torch.no_grad():
-            per_image = self.model.eval().feature_maps(x).numel() * 4
-        return per_image * len(images) <= MAPS_LIMIT_BYTES
+        if self._map_bytes is None:
+            x = to_tensor(images.x[:1]).to(self.device)
+            with torch.no_grad():
+                self._map_bytes = self.model.eval().feature_maps(x).numel() * 4
+        return self._map_bytes * len(images) <= MAPS_LIMIT_BYTES
 
     @torch.no_grad()
     def extract_maps(self, images: ImageSet) -> dict[str, np.ndarray]:
@@ -159,12 +161,14 @@ class RepresentationStore:
 
         t0 = time.perf_counter()
         model = self.model.eval()
-        chunks = []
+        maps = None  # filled in place: batches then a concatenation would hold the maps twice
         for i in tqdm(range(0, len(images), self.batch_size), desc=f"extract maps {images.name}",
                       disable=not self.progress, leave=False, unit="batch"):
-            xb = to_tensor(images.x[i:i + self.batch_size]).to(self.device)
-            chunks.append(model.feature_maps(xb).float().cpu().contiguous())
-        arr = {"maps": torch.cat(chunks).numpy()}
+            m = model.feature_maps(to_tensor(images.x[i:i + self.batch_size]).to(self.device)).float().cpu()
+            if maps is None:
+                maps = np.empty((len(images), *m.shape[1:]), dtype=np.float32)
+            maps[i:i + len(m)] = m.numpy()
+        arr = {"maps": maps}
         if self.root is not None:  # not held in memory (see _load)
             path = self._path(images, MAPS)
             write_or_warn(lambda: save_arrays(path, arr), path)
