@@ -1,5 +1,6 @@
 """Parallel executors (issue 13): worker processes and Ray give the serial run's results table; a
 timed-out or killed worker leaves no corrupt cache entry and the rerun completes."""
+import os
 import time
 
 import numpy as np
@@ -36,6 +37,23 @@ class Crasher(Detector):
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class PoolProbe(Detector):
+    """Writes the size of this process's BLAS thread pool, as its score job sees it, to a file in
+    ``$OODBENCH_TEST_PROBE`` (one per scored set)."""
+
+    consumes = frozenset({"logits"})
+    info = DetectorInfo(library="test")
+
+    def score(self, rep):
+        from pathlib import Path
+
+        from threadpoolctl import threadpool_info
+
+        n = max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+        Path(os.environ["OODBENCH_TEST_PROBE"], f"{os.getpid()}-{time.perf_counter_ns()}").write_text(str(n))
+        return np.arange(len(rep), dtype=float)
 
 
 @pytest.fixture
@@ -285,3 +303,44 @@ def test_a_training_takes_its_recipes_threads_in_worker_slots():
     assert executors.fitting([train, score], 0, 2, slots) == [train]
     assert executors.fitting([train, score, other], 1, 2, lambda j: slots(j, 1)) == [score]
     assert executors.fitting([score, other], 0, 2, lambda j: 1) == [score, other]
+
+
+@pytest.mark.slow
+def test_a_score_job_runs_numpys_blas_with_the_jobs_threads(data_dir, cache_dir, tmp_path, monkeypatch):
+    """In this process (serial) and in workers, a score job's BLAS has --threads threads (default 1), not
+    one per core: its linear algebra rounds the same on every machine and in every executor."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    monkeypatch.setenv("OODBENCH_TEST_PROBE", str(probe))
+    with REGISTRY.scoped():
+        REGISTRY.register("test.pool_probe")(PoolProbe)
+        for executor, jobs in (("serial", None), ("local", 2)):
+            _run(data_dir, cache_dir, tmp_path, executor, executor=executor, jobs=jobs, seeds=[0],
+                 detectors=["test.pool_probe"], threads=None)
+    seen = [int(f.read_text()) for f in probe.iterdir()]
+    assert len(seen) >= 4 and set(seen) == {1}, seen
+
+
+def test_worker_processes_size_numpys_blas_pool_to_the_jobs_threads(monkeypatch):
+    """Each worker's BLAS pool has the job's threads, not one per core: N workers of a BLAS-heavy detector
+    must not start N x cores threads. A variable the user set is kept."""
+    import subprocess
+    import sys
+
+    from oodbench.benchmark.evaluation.executors import POOL_VARS, worker_env
+
+    for var in POOL_VARS:
+        monkeypatch.delenv(var, raising=False)
+    probe = ("import numpy, threadpoolctl; "
+             "print(max(p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas'))")
+
+    def blas_threads(env):
+        return int(subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                                  check=True).stdout)
+
+    sp = {"sys_path": [], "threads": 1}
+    assert blas_threads(worker_env(sp)) == 1
+    if (os.cpu_count() or 1) > 1:  # the default it replaces: one per core
+        assert blas_threads({k: v for k, v in os.environ.items() if k not in POOL_VARS}) > 1
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert worker_env(sp)["OPENBLAS_NUM_THREADS"] == "2" and worker_env(sp)["MKL_NUM_THREADS"] == "1"

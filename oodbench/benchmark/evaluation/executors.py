@@ -9,7 +9,8 @@
   and 3,365 s against 1,210 s for one alone), sharing the on-disk cache (atomic writes
   and per-entry locks: two workers never compute or write the same entry twice). Among the jobs whose
   dependencies have finished, the longest expected one starts first (durations recorded by earlier
-  runs in ``<cache>/timings.json``). ``openood.*`` score jobs go to workers running in OpenOOD's own
+  runs in ``<cache>/timings.json``). numpy's BLAS and OpenMP pools in a worker get the same thread count
+  (:func:`worker_env`). ``openood.*`` score jobs go to workers running in OpenOOD's own
   environment when it is set up (``oodbench setup openood``).
 * ``ray`` (:mod:`.ray_executor`, ``--executor ray [--address ADDR]``) — the same jobs as Ray tasks.
 
@@ -172,11 +173,26 @@ def fitting(ready, used: int, workers: int, slots) -> list:
     return out
 
 
+#: the variables that size the thread pools of numpy's BLAS (OpenBLAS, MKL) and of OpenMP code (faiss,
+#: scikit-learn): read once, when the library loads, so they are set before the worker starts
+POOL_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def worker_env(sp: dict) -> dict:
+    """The environment of a worker process: the parent's, the run's import paths, and the BLAS / OpenMP
+    pools sized to the job's threads (``sp["threads"]``) unless the user set them. Without this each of N
+    workers would start one BLAS thread per core: N x cores threads on the cores."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sp["sys_path"]))
+    for var in POOL_VARS:
+        env.setdefault(var, str(int(sp["threads"])))
+    return env
+
+
 class _Worker:
     """One worker process and the thread that waits for its replies."""
 
     def __init__(self, python: str, sp: dict, replies: queue.Queue, wid: str):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sp["sys_path"]))
+        env = worker_env(sp)
         self.proc = subprocess.Popen([python, "-m", "oodbench.benchmark.evaluation.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env)
         self.wid, self.replies, self.job, self.started = wid, replies, None, 0.0

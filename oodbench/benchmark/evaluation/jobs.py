@@ -27,6 +27,7 @@ import tracemalloc
 from dataclasses import dataclass, field
 
 from oodbench.adapters import registry
+from oodbench.benchmark import config
 from oodbench.benchmark.evaluation import rows as rowsmod
 from oodbench.benchmark.evaluation.features import CORE, TAPS
 from oodbench.benchmark.evaluation.scoring import fit_representation, fit_split_of, score_cached
@@ -98,7 +99,6 @@ class RunContext:
         """In tuned mode, build the OOD validation set (disjoint from every test set) once."""
         if self.options.tuning != "tuned" or self.ood_val is not None:
             return
-        from oodbench.benchmark import config
         from oodbench.benchmark.evaluation import tuning
 
         data = self.session(0).data
@@ -168,7 +168,8 @@ def run_job(job: Job, ctx: RunContext) -> JobResult:
         res.rows = rowsmod.accuracy_rows(s, ctx.base(job.seed))
         res.record = dict(s.store.stats)
     else:
-        _score_job(job, ctx, s, res)
+        with config.blas_threads(config.job_threads(ctx.options.threads)):
+            _score_job(job, ctx, s, res)
     return res
 
 
