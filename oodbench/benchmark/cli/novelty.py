@@ -43,7 +43,6 @@ def run(a):
     from oodbench.benchmark import config
     from oodbench.benchmark.evaluation.novelty_protocol import ProtocolOptions, evaluate
     from oodbench.benchmark.reporting.novelty import write
-    from threadpoolctl import threadpool_limits
 
     o = ProtocolOptions(window=a.window, q=a.q, alpha=a.alpha, min_size=a.min_size, cluster=a.cluster,
                         memory=a.memory, null1=a.null1, history=a.history, stream_seeds=a.stream_seeds,
@@ -53,7 +52,7 @@ def run(a):
         o.detectors = tuple(a.detectors)
     # numpy's BLAS too: the stream's thousands of small GMM fits slow down several-fold when BLAS threads
     # compete with each other or with another job for the cores
-    with threadpool_limits(threads):
+    with config.blas_threads(threads):
         r = evaluate(a.suite, o, cache=a.cache_dir, data_dir=a.data_dir, device=a.device, progress=not a.quiet)
     out = a.out or f"results/{r['suite']}"  # the suite's name (also for a suite file)
     for p in write(r, out, "oodbench novelty " + " ".join(shlex.quote(x) for x in sys.argv[1:][1:])
