@@ -46,19 +46,12 @@ from oodbench.adapters.base import Detector, DetectorInfo
 from oodbench.detectors.dz_search import Oracle, bisection_search, gradient_search, recursive_search, sample_seed
 from oodbench.detectors.pvalues import conformal_p, conformal_p_randomized
 from oodbench.detectors.sampling import seeded_subset
+from oodbench.detectors.state import state_hash
 from oodbench.detectors.wgan import LATENT, SMALL_N, WGANInv, from32, to32, train_wgan, tune_inverter
+
 
 def _on_cuda(device) -> bool:
     return str(device).startswith("cuda")
-
-
-def fingerprint(model) -> str:
-    """Hash of a module's state (names and bytes): names the classifier an inverter was tuned against."""
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def subsample(n: int, max_samples: int | None, seed: int, checksum: str) -> np.ndarray:
@@ -170,7 +163,7 @@ class _WGANBase(Detector):
             return net
 
         self.net_, log = fit.context.load_or_train(
-            "wgan_inv_tuned", tcfg, f"{train.checksum}:{fingerprint(model)}", self.seed_, build=build,
+            "wgan_inv_tuned", tcfg, f"{train.checksum}:{state_hash(model)[:16]}", self.seed_, build=build,
             train=lambda net: tune_inverter(net, train.x, lambda t: model(from32(t, shape)), tcfg["iterations"],
                                             tcfg["batch_size"], tcfg["lr"], tcfg["label_weight"], tcfg["lam_inv"],
                                             self.seed_, self.device_, bool(fit.context.progress), monitor,
@@ -214,7 +207,8 @@ class ReconDetector(_WGANBase):
                                            "conformal p-value on cal")
 
     def __init__(self, terms: str = "ce+mse", dim: int | None = None, iterations: int | None = None,
-                 epochs: float | None = None, min_iterations: int = 100, batch_size: int | None = None, lr: float | None = None,
+                 epochs: float | None = None, min_iterations: int = 100, batch_size: int | None = None,
+                 lr: float | None = None,
                  monitor_n: int = 1000,
                  tune_iterations: int | None = None, tune_weight: float = 10.0):
         self.terms = terms
@@ -333,7 +327,8 @@ class DeltaZDetector(_DeltaZBase):
     def __init__(self, nsamples: int = 5000, step: float = 0.01, h0: float = 10.0, stop: int = 5,
                  max_samples: int | None = 500, cal_samples: int | None = 500, dim: int | None = None,
                  iterations: int | None = None,
-                 epochs: float | None = None, min_iterations: int = 100, batch_size: int | None = None, lr: float | None = None,
+                 epochs: float | None = None, min_iterations: int = 100, batch_size: int | None = None,
+                 lr: float | None = None,
                  monitor_n: int = 1000,
                  tune_iterations: int | None = None, tune_weight: float = 10.0, id_samples: int | None = 500):
         self.nsamples, self.step, self.h0, self.stop = nsamples, step, h0, stop

@@ -30,6 +30,7 @@ import torch.nn as nn
 
 from oodbench.benchmark.data.user_images import UserInputError
 from oodbench.benchmark.models.architectures import Normalize
+from oodbench.detectors.state import state_hash
 
 _OBJECTS: dict[str, nn.Module] = {}
 
@@ -43,17 +44,9 @@ def register(module: nn.Module) -> str:
     if not isinstance(module, nn.Module):
         raise ModelError(f"model: expected a torch nn.Module, a TorchScript file or a 'module:function' factory, "
                          f"got {type(module).__name__}")
-    key = type(module).__name__ + "-" + _state_hash(module)[:16]
+    key = type(module).__name__ + "-" + state_hash(module)[:16]
     _OBJECTS[key] = module
     return key
-
-
-def _state_hash(module: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _file_sha(path) -> str:
@@ -66,7 +59,7 @@ def load_net(spec: dict) -> tuple[nn.Module, str, str]:
     """``(network, checkpoint sha256, source)`` of a model spec (``torchscript``, ``factory`` or ``object``)."""
     if "object" in spec:
         net = _OBJECTS[spec["object"]]
-        return net, _state_hash(net), f"object {type(net).__name__}"
+        return net, state_hash(net), f"object {type(net).__name__}"
     if "torchscript" in spec:
         p = spec["torchscript"]
         try:
@@ -89,7 +82,7 @@ def load_net(spec: dict) -> tuple[nn.Module, str, str]:
     if not isinstance(net, nn.Module):
         raise ModelError(f"model.factory: {spec['factory']}() returned {type(net).__name__}, expected an nn.Module")
     if "weights" not in spec:
-        return net, _state_hash(net), f"factory {spec['factory']}"
+        return net, state_hash(net), f"factory {spec['factory']}"
     try:
         state = torch.load(spec["weights"], map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
