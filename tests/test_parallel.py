@@ -95,6 +95,10 @@ def _run(data_dir, cache_dir, tmp_path, name, **kw):
 @pytest.mark.slow
 def test_local_and_ray_executors_give_the_serial_table(data_dir, cache_dir, tmp_path):
     serial = _run(data_dir, cache_dir, tmp_path, "serial", executor="serial")
+    slog = serial.record["jobs"]["log"]  # the serial run records what the workers record
+    starts = [j["start_s"] for j in slog]
+    assert {j.get("worker") for j in slog} == {"main"} and starts == sorted(starts)
+    assert all(j["seconds"] >= 0 and j["peak_rss_mb"] > 0 and j["python"] for j in slog)
     local = _run(data_dir, cache_dir, tmp_path, "local", executor="local", jobs=2)
     assert local.record["executor"] == {"name": "local", "workers": 2, "threads": 1}
     assert {j.get("worker") for j in local.record["jobs"]["log"]} <= {"w1", "w2"}

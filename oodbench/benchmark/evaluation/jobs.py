@@ -248,17 +248,29 @@ def run_job_limited(job: Job, ctx: RunContext) -> JobResult:
 
 class SerialExecutor:
     """Runs the jobs one after the other in this process, in plan order (which respects dependencies).
-    ``on_result`` sees each job's result as soon as it is done (the runner writes it out then)."""
+    ``on_result`` sees each job's result as soon as it is done (the runner writes it out then), with the
+    fields the worker executors record: ``worker`` ("main"), ``python``, ``start_s``, ``seconds`` and
+    ``peak_rss_mb`` (this process's peak so far)."""
 
     name = "serial"
 
     def run(self, jobs, ctx: RunContext, on_result, progress: bool = False) -> None:
+        import resource
+        import sys
+        import time
+
         from tqdm.auto import tqdm
 
         bar = tqdm(jobs, desc=f"{ctx.suite['name']}", disable=not progress, leave=False, unit="job")
+        t_grid = time.perf_counter()
         try:
             for job in bar:
                 bar.set_postfix_str(job.key.split("/", 1)[1])
-                on_result(run_job_limited(job, ctx))
+                t0 = time.perf_counter()
+                res = run_job_limited(job, ctx)
+                res.record.update(worker="main", python=sys.executable, start_s=round(t0 - t_grid, 3),
+                                  seconds=round(time.perf_counter() - t0, 3),
+                                  peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+                on_result(res)
         finally:
             bar.close()
