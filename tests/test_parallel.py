@@ -94,8 +94,11 @@ def _run(data_dir, cache_dir, tmp_path, name, **kw):
 
 @pytest.mark.slow
 def test_local_and_ray_executors_give_the_serial_table(data_dir, cache_dir, tmp_path):
+    (cache_dir / executors.TIMINGS).unlink(missing_ok=True)
     serial = _run(data_dir, cache_dir, tmp_path, "serial", executor="serial")
-    slog = serial.record["jobs"]["log"]  # the serial run records what the workers record
+    # the serial run records what the workers record, and its durations for later parallel runs' order
+    assert {f"score/mnist-smoke/{d}" for d in DETS} <= set(executors.Timings(cache_dir).data)
+    slog = serial.record["jobs"]["log"]
     starts = [j["start_s"] for j in slog]
     assert {j.get("worker") for j in slog} == {"main"} and starts == sorted(starts)
     assert all(j["seconds"] >= 0 and j["peak_rss_mb"] > 0 and j["python"] for j in slog)

@@ -250,7 +250,8 @@ class SerialExecutor:
     """Runs the jobs one after the other in this process, in plan order (which respects dependencies).
     ``on_result`` sees each job's result as soon as it is done (the runner writes it out then), with the
     fields the worker executors record: ``worker`` ("main"), ``python``, ``start_s``, ``seconds`` and
-    ``peak_rss_mb`` (this process's peak so far)."""
+    ``peak_rss_mb`` (this process's peak so far). Durations go to ``<cache>/timings.json`` too, so a later
+    parallel run orders its jobs by them."""
 
     name = "serial"
 
@@ -261,6 +262,9 @@ class SerialExecutor:
 
         from tqdm.auto import tqdm
 
+        from oodbench.benchmark.evaluation.executors import Timings  # here: executors imports this module
+
+        timings = Timings(config.cache_dir(ctx.options.cache_dir))
         bar = tqdm(jobs, desc=f"{ctx.suite['name']}", disable=not progress, leave=False, unit="job")
         t_grid = time.perf_counter()
         try:
@@ -271,6 +275,7 @@ class SerialExecutor:
                 res.record.update(worker="main", python=sys.executable, start_s=round(t0 - t_grid, 3),
                                   seconds=round(time.perf_counter() - t0, 3),
                                   peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+                timings.record(job, res.record["seconds"], cached=bool(res.record.get("cached")))
                 on_result(res)
         finally:
             bar.close()
