@@ -246,6 +246,13 @@ def run_job_limited(job: Job, ctx: RunContext) -> JobResult:
         return failed_result(job, ctx, f"timeout after {limit:g} s")
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports ``ru_maxrss`` in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class SerialExecutor:
     """Runs the jobs one after the other in this process, in plan order (which respects dependencies).
     ``on_result`` sees each job's result as soon as it is done (the runner writes it out then), with the
@@ -256,7 +263,6 @@ class SerialExecutor:
     name = "serial"
 
     def run(self, jobs, ctx: RunContext, on_result, progress: bool = False) -> None:
-        import resource
         import sys
         import time
 
@@ -274,7 +280,7 @@ class SerialExecutor:
                 res = run_job_limited(job, ctx)
                 res.record.update(worker="main", python=sys.executable, start_s=round(t0 - t_grid, 3),
                                   seconds=round(time.perf_counter() - t0, 3),
-                                  peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+                                  peak_rss_mb=round(peak_rss_mb(), 1))
                 timings.record(job, res.record["seconds"], cached=bool(res.record.get("cached")))
                 on_result(res)
         finally:

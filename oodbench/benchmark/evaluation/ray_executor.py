@@ -23,15 +23,13 @@ _CONTEXTS: dict = {}  # per Ray worker process: spec id -> RunContext
 
 def _run_remote(sp_id: str, sp: dict, job):
     """Body of a Ray task: rebuild the run context once per worker process, run the job."""
-    import resource
-
-    from oodbench.benchmark.evaluation.jobs import run_job_limited
+    from oodbench.benchmark.evaluation.jobs import peak_rss_mb, run_job_limited
 
     if sp_id not in _CONTEXTS:
         _CONTEXTS[sp_id] = workermod.context_from_spec(sp)
     t0 = time.perf_counter()
     res = run_job_limited(job, _CONTEXTS[sp_id])
-    return res, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return res, time.perf_counter() - t0, peak_rss_mb()
 
 
 class RayExecutor:

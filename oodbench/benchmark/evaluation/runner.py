@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from oodbench.adapters import registry
 from oodbench.benchmark import config
 from oodbench.benchmark.evaluation import arguments, executors, output, results
 from oodbench.benchmark.evaluation import record as recordmod
-from oodbench.benchmark.evaluation.jobs import JobResult, RunContext, plan
+from oodbench.benchmark.evaluation.jobs import JobResult, RunContext, peak_rss_mb, plan
 
 
 @dataclass
@@ -249,7 +248,7 @@ def _record(ctx: RunContext, collected, seeds, threads: int, t_data: float) -> d
                       "note": "third-party baselines are fitted on this ID split (train: the classifier's "
                               "training split, OpenOOD's protocol); the lab's methods on fit, calibrated on cal"},
         "tuning": {"mode": o.tuning, "ood_val": getattr(ctx.ood_val, "name", None), "detectors": tuning},
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join(sys.argv),
     }

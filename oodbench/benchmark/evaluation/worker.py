@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-import resource
 import sys
 import time
 import traceback
@@ -124,7 +123,7 @@ def main() -> int:
         pickle.dump(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}", _picklable(e)), chan)
         chan.flush()
         return 1
-    from oodbench.benchmark.evaluation.jobs import run_job_limited
+    from oodbench.benchmark.evaluation.jobs import peak_rss_mb, run_job_limited
 
     while True:
         try:
@@ -133,8 +132,7 @@ def main() -> int:
             return 0
         t0 = time.perf_counter()
         try:
-            reply = ("ok", run_job_limited(job, ctx), time.perf_counter() - t0,
-                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            reply = ("ok", run_job_limited(job, ctx), time.perf_counter() - t0, peak_rss_mb())
         except Exception as e:
             reply = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}", _picklable(e))
         pickle.dump(reply, chan)
