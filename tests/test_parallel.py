@@ -92,6 +92,21 @@ def _run(data_dir, cache_dir, tmp_path, name, **kw):
                            n_boot=20, progress=False, **kw)
 
 
+def test_jobs_n_runs_built_in_detectors_in_workers_and_run_time_classes_here():
+    """``--jobs 2`` (executor auto) used to run the built-in pytorch-ood and OpenOOD wrappers and the stattest
+    variants serially, without a word: they are made with ``type()``, so the import check failed for them."""
+    from oodbench.adapters import registry
+
+    every = [n for n in registry.names() if not n.startswith("openood.")]  # OpenOOD's go to workers anyway
+    ex = runner._executor(runner.RunOptions(jobs=2), every)
+    assert isinstance(ex, executors.LocalExecutor) and ex.workers == 2, ex
+    assert isinstance(runner._executor(runner.RunOptions(jobs=1), ["pytorch_ood.msp"]), executors.SerialExecutor)
+    with REGISTRY.scoped():  # defined at run time: a worker could not import it, so it runs in the parent
+        REGISTRY.register("test.made_here")(type("MadeHere", (Sleeper,), {}))
+        ex = runner._executor(runner.RunOptions(jobs=2), ["pytorch_ood.msp", "test.made_here"])
+        assert isinstance(ex, executors.SerialExecutor)
+
+
 @pytest.mark.slow
 def test_local_and_ray_executors_give_the_serial_table(data_dir, cache_dir, tmp_path):
     (cache_dir / executors.TIMINGS).unlink(missing_ok=True)

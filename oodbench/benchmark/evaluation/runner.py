@@ -138,7 +138,7 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions 
     collected: list[JobResult] = []
     for n, why in skipped.items():
         ctx.say(f"skipped detector {n}: {why}")
-    executor = _executor(o, names)
+    executor = _executor(o, names, ctx.say)
     env = {"versions": recordmod.versions(), "git_commit": recordmod.git_commit()}
 
     def finish(status: str) -> RunResult:
@@ -173,7 +173,7 @@ def evaluate(suite: str | dict, detectors=None, seeds=(0,), options: RunOptions 
     return finish("complete")
 
 
-def _executor(o: RunOptions, names):
+def _executor(o: RunOptions, names, say=lambda *a: None):
     """The executor the options ask for; ``openood.*`` detectors whose library is only installed in
     OpenOOD's own environment need worker processes, so a serial run of them uses one local worker;
     with ``auto``, detectors that a worker cannot import (defined at run time) run serially here."""
@@ -182,8 +182,12 @@ def _executor(o: RunOptions, names):
     in_env = any(n.startswith("openood.") and registry.get(n).info.extra.get("available") is False for n in names)
     if in_env and o.executor in ("auto", "serial"):
         return executors.make("local", o.jobs or 1, o.timeout, o.address)
-    if o.executor == "auto" and not all(importable(registry.get(n)) for n in names):
-        return executors.make("serial")  # a detector defined at run time (a test, a notebook cell)
+    here = [n for n in names if not importable(n, registry.get(n))] if o.executor == "auto" else []
+    if here:  # a detector defined at run time (a test, a notebook cell)
+        if (o.jobs or 2) > 1:
+            say(f"running serially: a worker process cannot import {', '.join(here)} (defined at run time); "
+                "define it at module level to use --jobs")
+        return executors.make("serial")
     return executors.make(o.executor, o.jobs, o.timeout, o.address)
 
 
