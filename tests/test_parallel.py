@@ -107,6 +107,14 @@ def test_jobs_n_runs_built_in_detectors_in_workers_and_run_time_classes_here():
         assert isinstance(ex, executors.SerialExecutor)
 
 
+def test_the_progress_bar_names_running_jobs_by_kind_and_seed():
+    from oodbench.benchmark.evaluation.jobs import Job
+
+    assert Job("train", "mnist", 0).label == "train seed0"
+    assert Job("extract", "mnist-smoke", 2).label == "extract seed2"
+    assert Job("score", "mnist", 1, "pytorch_ood.msp").label == "seed1/pytorch_ood.msp"
+
+
 @pytest.mark.slow
 def test_local_and_ray_executors_give_the_serial_table(data_dir, cache_dir, tmp_path):
     (cache_dir / executors.TIMINGS).unlink(missing_ok=True)

@@ -271,11 +271,14 @@ class LocalExecutor:
         n_started, t_grid = 0, time.perf_counter()
         bar = tqdm(total=len(jobs), desc=ctx.suite["name"], disable=not progress, leave=False, unit="job")
 
+        def show_running() -> None:
+            bar.set_postfix_str(", ".join(w.job.label for w in busy if w.job)[:120])
+
         def deliver(res: JobResult, ok: bool) -> None:
             sched.finish(res.job, ok)
             on_result(res)
             bar.update(1)
-            bar.set_postfix_str(", ".join(w.job.key.split("/", 1)[1] for w in busy if w.job)[:80])
+            show_running()
 
         try:
             while sched.pending or busy:
@@ -294,6 +297,7 @@ class LocalExecutor:
                         w = _Worker(py, sp, replies, f"w{n_started}")
                     w.send(job)
                     busy.append(w)
+                    show_running()  # the bar names every running job, the one just started included
                 if not busy:
                     continue
                 try:

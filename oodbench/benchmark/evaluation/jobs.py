@@ -47,6 +47,12 @@ class Job:
         return f"{k}/{self.detector}" if self.detector else k
 
     @property
+    def label(self) -> str:
+        """How the progress bar names the job while it runs (the suite is the bar's title): ``train seed0``,
+        ``extract seed0``, ``seed0/pytorch_ood.msp``."""
+        return f"seed{self.seed}/{self.detector}" if self.kind == "score" else f"{self.kind} seed{self.seed}"
+
+    @property
     def after(self) -> tuple[str, ...]:
         """Keys of the jobs that must finish first."""
         if self.kind == "extract":
@@ -275,7 +281,7 @@ class SerialExecutor:
         t_grid = time.perf_counter()
         try:
             for job in bar:
-                bar.set_postfix_str(job.key.split("/", 1)[1])
+                bar.set_postfix_str(job.label)
                 t0 = time.perf_counter()
                 res = run_job_limited(job, ctx)
                 res.record.update(worker="main", python=sys.executable, start_s=round(t0 - t_grid, 3),
