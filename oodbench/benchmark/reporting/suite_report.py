@@ -43,7 +43,7 @@ def suite_report(res: SuiteResults, ease: dict | None = None) -> Doc:
     _run_facts(doc, res)
     dets_ok = _leaderboard_section(doc, lb)
     _flags_section(doc, summ)
-    _per_set_section(doc, res, dets_ok)
+    _per_set_section(doc, res, dets_ok, summ)
     doc.h2("Figures", "figures")
     _cd_section(doc, res, lb)
     doc.image("auroc_heatmap.png", fig_heatmap(res, dets_ok), "AUROC heatmap: detectors × test sets")
@@ -195,13 +195,13 @@ def _cd_section(doc: Doc, res: SuiteResults, lb: pd.DataFrame) -> None:
           "(Demšar 2006). Detectors joined by a bar are not significantly different.")
 
 
-def _per_set_section(doc: Doc, res: SuiteResults, dets: list[str]) -> None:
+def _per_set_section(doc: Doc, res: SuiteResults, dets: list[str], summ: pd.DataFrame | None = None) -> None:
     """One table per metric: each detector on each test set (mean ± std over seeds; AUROC with its CI)."""
     doc.h2("Per test set", "per-set")
     sets = set_order(res)
     grp = dict(res.test_sets)
     for m, lab, _ in METRICS:
-        tab = per_set(res, m)
+        tab = per_set(res, m, summ)
         if tab.empty:
             continue
         doc.h3(f"{lab} per test set (%)" + (" with 95 % bootstrap CI" if m == "auroc" else ""))

@@ -21,16 +21,23 @@ from oodbench.benchmark.reporting.loading import SuiteResults
 PROBES = ("nan_input", "constant_images", "batch_of_one", "wrong_dtype")
 
 
-def per_set(res: SuiteResults, metric: str) -> pd.DataFrame:
-    """Detector × test set: mean over seeds of ``metric``, its std over seeds and the mean of its CI
-    bounds; indexed by ``(detector, test_set)`` with columns ``value``, ``std``, ``lo``, ``hi``."""
+def per_set(res: SuiteResults, metric: str, summ: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Detector × test set: mean over seeds of ``metric`` and its std over seeds, indexed by
+    ``(detector, test_set)`` with columns ``value``, ``std``, ``lo``, ``hi``. ``lo`` / ``hi``: the 95 %
+    interval of the mean over seeds from ``summ`` (``summary.summarise``: the two-level bootstrap, seeds
+    resampled), the interval every other table shows; without ``summ``, NaN (an average of the per-seed
+    intervals would leave the spread between seeds out)."""
     ok = res.ok
     p = ok[(ok["metric"] == metric) & ~ok["test_set"].str.endswith("-mean")]
     if p.empty:
         return pd.DataFrame()
     g = p.groupby(["detector", "test_set"])
-    tab = pd.DataFrame({"value": g["value"].mean(), "std": g["value"].std(ddof=1), "lo": g["ci_low"].mean(),
-                        "hi": g["ci_high"].mean()})
+    tab = pd.DataFrame({"value": g["value"].mean(), "std": g["value"].std(ddof=1)})
+    tab["lo"] = tab["hi"] = float("nan")
+    if summ is not None and len(summ):
+        s = summ[summ["metric"] == metric].set_index(["detector", "test_set"])
+        s = s[~s.index.duplicated()].reindex(tab.index)
+        tab["lo"], tab["hi"] = s["ci_low"].to_numpy(float), s["ci_high"].to_numpy(float)
     return tab
 
 
