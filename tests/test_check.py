@@ -14,6 +14,13 @@ from oodbench.benchmark.tools import separable
 from oodbench.benchmark.tools.check import baseline, check_detector, detector_checks, parametrize_with_checks
 
 
+@pytest.fixture(autouse=True)
+def _registrations_stay_here():
+    """``check_detector`` registers the classes it checks; each test's registrations end with it."""
+    with registry.REGISTRY.scoped():
+        yield
+
+
 @pytest.fixture(scope="module")
 def sep():
     return separable.problem()

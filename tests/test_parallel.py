@@ -95,9 +95,11 @@ def _run(data_dir, cache_dir, tmp_path, name, **kw):
 def test_jobs_n_runs_built_in_detectors_in_workers_and_run_time_classes_here():
     """``--jobs 2`` (executor auto) used to run the built-in pytorch-ood and OpenOOD wrappers and the stattest
     variants serially, without a word: they are made with ``type()``, so the import check failed for them."""
-    from oodbench.adapters import registry
+    from oodbench.adapters.registry import Registry
+    from oodbench.benchmark.evaluation.worker import importable
 
-    every = [n for n in registry.names() if not n.startswith("openood.")]  # OpenOOD's go to workers anyway
+    every = [n for n in Registry().names() if not n.startswith("openood.")]  # OpenOOD's go to workers anyway
+    assert [n for n in every if not importable(n, REGISTRY.get(n))] == []
     ex = runner._executor(runner.RunOptions(jobs=2), every)
     assert isinstance(ex, executors.LocalExecutor) and ex.workers == 2, ex
     assert isinstance(runner._executor(runner.RunOptions(jobs=1), ["pytorch_ood.msp"]), executors.SerialExecutor)
