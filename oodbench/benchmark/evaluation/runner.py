@@ -182,9 +182,10 @@ def _executor(o: RunOptions, names, say=lambda *a: None):
     in_env = any(n.startswith("openood.") and registry.get(n).info.extra.get("available") is False for n in names)
     if in_env and o.executor in ("auto", "serial"):
         return executors.make("local", o.jobs or 1, o.timeout, o.address)
-    here = [n for n in names if not importable(n, registry.get(n))] if o.executor == "auto" else []
+    fresh = registry.Registry() if o.executor == "auto" else None  # what a worker's registry holds
+    here = [n for n in names if not importable(n, registry.get(n), fresh)] if fresh is not None else []
     if here:  # a detector defined at run time (a test, a notebook cell)
-        if (o.jobs or 2) > 1:
+        if (executors.default_jobs() if o.jobs is None else o.jobs) > 1:
             say(f"running serially: a worker process cannot import {', '.join(here)} (defined at run time); "
                 "define it at module level to use --jobs")
         return executors.make("serial")

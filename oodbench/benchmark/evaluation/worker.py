@@ -41,16 +41,17 @@ def user_paths() -> list[str]:
     return out
 
 
-def importable(name: str, cls) -> bool:
+def importable(name: str, cls, fresh=None) -> bool:
     """Whether a worker can rebuild detector ``name`` (class ``cls``): a built-in or plug-in detector (a
     fresh registry has ``name``, as the same class or one of the same module and qualified name: the
     pytorch-ood and OpenOOD wrappers are made with ``type()`` when their module is imported), or a class a
     worker can import by its module and qualified name. A class made inside a function or with ``type()``
-    and registered at run time (a test, a notebook cell) is neither: such detectors run in the parent."""
+    and registered at run time (a test, a notebook cell) is neither: such detectors run in the parent.
+    ``fresh``: a ``Registry()`` to check against (pass one when checking many names; built when None)."""
     from oodbench.adapters import registry
 
     try:
-        fresh = registry.Registry()
+        fresh = registry.Registry() if fresh is None else fresh
         if name in fresh:
             built = fresh.get(name)
             return built is cls or (built.__module__, built.__qualname__) == (cls.__module__, cls.__qualname__)
