@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
     r.add_argument("--batch-size", type=positive_int, default=512)
     r.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
                    help=f"seconds one detector (fit + scoring, one seed) may take before it is recorded as "
-                        f"failed and the run goes on (default {DEFAULT_TIMEOUT:g}; 0 = no limit)")
+                        f"failed and the run goes on; training a model of its own (VAE, WGAN-GP), cached like a "
+                        f"classifier, is not counted (default {DEFAULT_TIMEOUT:g}; 0 = no limit)")
     r.add_argument("--no-score-cache", action="store_true", help="recompute detector scores")
     r.add_argument("--tuning", choices=["default", "tuned"], default="default",
                    help="default: library defaults, no OOD data; tuned: hyperparameters chosen on a disjoint OOD "

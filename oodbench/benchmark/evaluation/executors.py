@@ -196,6 +196,7 @@ class _Worker:
         self.proc = subprocess.Popen([python, "-m", "oodbench.benchmark.evaluation.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env)
         self.wid, self.replies, self.job, self.started = wid, replies, None, 0.0
+        self.excluded, self.base, self.paused = 0.0, 0.0, False  # this process's clock, from "clock" replies
         pickle.dump(sp, self.proc.stdin)
         self.proc.stdin.flush()
         threading.Thread(target=self._read, daemon=True).start()
@@ -211,8 +212,18 @@ class _Worker:
 
     def send(self, job) -> None:
         self.job, self.started = job, time.perf_counter()
+        self.base, self.paused = self.excluded, False  # the job's clock (see :meth:`counted`)
         pickle.dump(job, self.proc.stdin)
         self.proc.stdin.flush()
+
+    def clock(self, paused: bool, excluded_s: float) -> None:
+        """A ``("clock", paused, excluded_s)`` reply: the job's clock stopped (it trains a model of its own)
+        or started again; ``excluded_s``, the process's total time stood still."""
+        self.paused, self.excluded = bool(paused), float(excluded_s)
+
+    def counted(self, now: float) -> float | None:
+        """Seconds of the running job that count towards its time limit (None while its clock stands)."""
+        return None if self.paused else now - self.started - (self.excluded - self.base)
 
     def stop(self, kill: bool = False) -> None:
         try:
@@ -305,6 +316,9 @@ class LocalExecutor:
                 except queue.Empty:
                     self._check_timeouts(busy, replies)
                     continue
+                if msg[0] == "clock":
+                    w.clock(*msg[1:])
+                    continue
                 if w not in busy:
                     continue
                 busy.remove(w)
@@ -346,7 +360,8 @@ class LocalExecutor:
             return
         now = time.perf_counter()
         for w in busy:  # the worker's own alarm stops a job at the limit; this kills one stuck in a C call
-            if w.job is not None and w.job.kind == "score" and now - w.started > self.timeout + GRACE_S \
-                    and not getattr(w, "why", None):
+            counted = w.counted(now)
+            if w.job is not None and w.job.kind == "score" and counted is not None \
+                    and counted > self.timeout + GRACE_S and not getattr(w, "why", None):
                 w.why = f"timeout after {self.timeout:g} s"
                 w.proc.kill()  # the reader thread reports it as died

@@ -14,14 +14,13 @@ rows, curves and records, never shared state — so any executor (serial today; 
 cluster later) can run it and the main process only merges results.
 
 A score job that runs longer than the run's ``timeout`` (seconds) is stopped and recorded as failed
-("timeout after N s"); the run goes on. The serial executor uses SIGALRM (POSIX, main thread): it stops
+("timeout after N s"); the run goes on. The time a job spends training, or waiting for, a generative model
+of its own is not counted (:mod:`oodbench.benchmark.jobclock`). The limit uses SIGALRM (POSIX, main thread): it stops
 Python code, and C code (a long torch or numpy call) as soon as that call returns. Ctrl-C
 (KeyboardInterrupt) propagates out of the executor; the runner writes what finished.
 """
 from __future__ import annotations
 
-import signal
-import threading
 import traceback
 import tracemalloc
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from oodbench.adapters import registry
 from oodbench.benchmark import config
 from oodbench.benchmark.evaluation import rows as rowsmod
 from oodbench.benchmark.evaluation.features import CORE, TAPS
+from oodbench.benchmark.jobclock import JobTimeout, call_with_timeout
 from oodbench.benchmark.evaluation.scoring import fit_representation, fit_split_of, score_cached
 from oodbench.benchmark.evaluation.session import Session
 
@@ -212,32 +212,6 @@ def _score_job(job: Job, ctx: RunContext, s: Session, res: JobResult) -> None:
     if out.meta.get("not_applicable_reason"):  # scored all the same; the leaderboard shows it apart
         for r in res.rows:
             r["not_applicable_reason"] = out.meta["not_applicable_reason"]
-
-
-class JobTimeout(BaseException):
-    """Raised in a job that ran past its time limit (a BaseException, so that a detector's own
-    ``except Exception`` cannot swallow it)."""
-
-
-def call_with_timeout(fn, seconds: float | None):
-    """``fn()``, stopped with :class:`JobTimeout` after ``seconds`` (SIGALRM; no limit when ``seconds``
-    is falsy, or where SIGALRM is unavailable or this is not the main thread)."""
-    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        return fn()
-    armed = [True]
-
-    def on_alarm(signum, frame):
-        if armed[0]:
-            raise JobTimeout(seconds)
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, float(seconds))
-    try:
-        return fn()
-    finally:
-        armed[0] = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def run_job_limited(job: Job, ctx: RunContext) -> JobResult:

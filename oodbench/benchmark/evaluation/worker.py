@@ -7,7 +7,10 @@ corrupt the channel):
 * first message: the run's *spec* (:func:`spec`): suite declaration, detector names, options, the
   parent's ``sys.path``, where to import detectors registered at run time, the torch thread count;
 * then one :class:`~oodbench.benchmark.evaluation.jobs.Job` per message; the reply is
-  ``("ok", JobResult, seconds, peak_rss_mb)`` or ``("error", message, exception or None)``.
+  ``("ok", JobResult, seconds, peak_rss_mb)`` or ``("error", message, exception or None)``. While a job
+  runs, the worker also sends ``("clock", paused, excluded_s)`` whenever the job's clock stops or starts again
+  (:mod:`oodbench.benchmark.jobclock`: training a model of the detector's own), so that the parent's
+  backstop for the time limit counts what the job's own alarm counts.
 
 Pickle is used only on this pipe between the parent and the child it started (never for files), as
 :mod:`multiprocessing` does. The same protocol serves workers of another interpreter (OpenOOD's
@@ -19,6 +22,7 @@ import dataclasses
 import os
 import pickle
 import sys
+import threading
 import time
 import traceback
 
@@ -134,8 +138,18 @@ def main() -> int:
         pickle.dump(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}", _picklable(e)), chan)
         chan.flush()
         return 1
+    from oodbench.benchmark import jobclock
     from oodbench.benchmark.evaluation.jobs import peak_rss_mb, run_job_limited
 
+    lock = threading.Lock()
+
+    def send(msg) -> None:
+        with lock:
+            pickle.dump(msg, chan)
+            chan.flush()
+
+    # the parent's backstop for a job's time limit stops with the job's own clock (model training)
+    jobclock.listen(lambda paused, excluded_s: send(("clock", paused, excluded_s)))
     while True:
         try:
             job = pickle.load(inp)
@@ -146,8 +160,7 @@ def main() -> int:
             reply = ("ok", run_job_limited(job, ctx), time.perf_counter() - t0, peak_rss_mb())
         except Exception as e:
             reply = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}", _picklable(e))
-        pickle.dump(reply, chan)
-        chan.flush()
+        send(reply)
 
 
 if __name__ == "__main__":
