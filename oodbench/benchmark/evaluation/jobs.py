@@ -29,9 +29,9 @@ from oodbench.adapters import registry
 from oodbench.benchmark import config
 from oodbench.benchmark.evaluation import rows as rowsmod
 from oodbench.benchmark.evaluation.features import CORE, TAPS
-from oodbench.benchmark.jobclock import JobTimeout, call_with_timeout
 from oodbench.benchmark.evaluation.scoring import fit_representation, fit_split_of, score_cached
 from oodbench.benchmark.evaluation.session import Session
+from oodbench.benchmark.jobclock import JobTimeout, call_with_timeout
 
 
 @dataclass(frozen=True)
