@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from oodbench.benchmark import cache as cachemod, io as iomod
+from oodbench.benchmark import cache as cachemod, io as iomod, machine
 from oodbench.benchmark.evaluation import runner, scoring
 from oodbench.benchmark.evaluation.features import CORE, RepresentationStore
 from oodbench.benchmark.evaluation.session import Session
@@ -53,6 +53,7 @@ def test_same_recipe_twice_from_scratch_gives_identical_checkpoint_bytes(data_di
     pb = tmp_path / "b" / "models" / f"lenet-{meta_b['key']}.pt"
     assert sha256_file(pa) == sha256_file(pb) == meta_a["sha256"]
     assert meta_a["threads"] == 1 and meta_a["deterministic"] is True
+    assert meta_a["cpu"]["kind"] == machine.cpu()["kind"]  # which kind of CPU trained it
     assert np.array_equal(a.store.get(a.data.fit, CORE)["logits"], b.store.get(b.data.fit, CORE)["logits"])
     # training leaves the caller's RNG where it was: the same draws follow a cold and a warm load
     torch.manual_seed(5)

@@ -7,6 +7,7 @@ import pytest
 
 from oodbench.adapters.base import Detector, DetectorInfo
 from oodbench.adapters.registry import REGISTRY
+from oodbench.benchmark import machine
 from oodbench.benchmark.evaluation import runner
 from oodbench.benchmark.cli import main
 
@@ -62,6 +63,7 @@ def test_end_to_end_and_second_run_uses_the_cache(data_dir, cache_dir, tmp_path,
     assert len(disk) == len(df)
     rj = json.loads((tmp_path / "run.json").read_text())
     assert rj["versions"]["pytorch-ood"] == "0.4.0" and rj["threads"] == 1 and rj["data_checksums"]
+    assert rj["cpu"]["kind"] == machine.cpu()["kind"]  # the CPU kind: bitwise reproducible within one
     # every scored set has a content checksum, generated (shifted) sets included
     assert set(rj["data_content_sha256"]) == {"id_test"} | tests
     assert len({rj["data_content_sha256"][t] for t in tests if t.startswith("mnist-")}) == len(

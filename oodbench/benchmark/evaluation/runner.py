@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from oodbench.adapters import registry
-from oodbench.benchmark import config
+from oodbench.benchmark import config, machine
 from oodbench.benchmark.evaluation import arguments, executors, output, results
 from oodbench.benchmark.evaluation import record as recordmod
 from oodbench.benchmark.evaluation.jobs import JobResult, RunContext, peak_rss_mb, plan
@@ -236,6 +236,7 @@ def _record(ctx: RunContext, collected, seeds, threads: int, t_data: float) -> d
         "seeds": [int(s) for s in seeds],
         "device": str(o.device),
         "device_name": recordmod.device_name(o.device),
+        "cpu": machine.cpu(),  # checkpoints and scores are bitwise reproducible on one CPU kind
         "threads": threads,
         "timeout_s": o.timeout or None,
         "run_id": ctx.run_id,

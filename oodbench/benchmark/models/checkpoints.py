@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from oodbench.benchmark import cache as cachemod
+from oodbench.benchmark import machine
 from oodbench.benchmark.io import atomic_write, sha256_bytes, write_json
 from oodbench.benchmark.models import airbench, training
 from oodbench.benchmark.models.architectures import ARCHITECTURES, Classifier, build
@@ -95,7 +96,8 @@ def load_or_train(arch: str, recipe: Recipe, train_set, seed: int, cache: Path, 
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
         data = buf.getvalue()
         meta = {"arch": arch, "recipe": asdict(recipe), "data_checksum": train_set.checksum, "seed": seed,
-                "key": key, "code": training_code(arch), "sha256": sha256_bytes(data), "device": str(device), **log}
+                "key": key, "code": training_code(arch), "sha256": sha256_bytes(data), "device": str(device),
+                "cpu": machine.cpu(), **log}
 
         def write():
             atomic_write(path, data)
