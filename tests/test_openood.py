@@ -98,3 +98,49 @@ def test_contract_net_pools_as_the_classifier_does(arch):
         maps = net.intermediate_forward(x, layer_index=4)
         logits = net.fc(torch.flatten(net.avgpool(net.layer4(maps)), 1))
         torch.testing.assert_close(logits, model(x))
+
+
+def test_faiss_blas_sets_and_restores_the_threshold(monkeypatch):
+    """faiss_blas lowers faiss's BLAS threshold inside and restores faiss's own value after, an error included
+    (a stand-in faiss module, so this runs without OpenOOD's environment)."""
+    import sys
+    import types
+
+    from oodbench.adapters.openood.adapter import FAISS_BLAS_THRESHOLD, faiss_blas
+
+    fake = types.SimpleNamespace(cvar=types.SimpleNamespace(distance_compute_blas_threshold=128_000))
+    monkeypatch.setitem(sys.modules, "faiss", fake)
+    with faiss_blas():
+        assert fake.cvar.distance_compute_blas_threshold == FAISS_BLAS_THRESHOLD == 20
+    assert fake.cvar.distance_compute_blas_threshold == 128_000
+    with pytest.raises(ValueError), faiss_blas():
+        raise ValueError("a failing postprocessor")
+    assert fake.cvar.distance_compute_blas_threshold == 128_000
+    monkeypatch.setitem(sys.modules, "faiss", None)  # not installed: import fails, nothing to set
+    with faiss_blas():
+        pass
+
+
+@needs_openood
+def test_knn_searches_with_the_blas_kernel(tiny_cnn):
+    """OpenOOD's KNN searches while faiss_blas is in force (faiss's own threshold sends its batches to the
+    query-by-query loop), and faiss's setting is back afterwards."""
+    import faiss
+
+    from oodbench.adapters.openood.adapter import FAISS_BLAS_THRESHOLD
+
+    store, reps = tiny_cnn
+    det = registry.create("openood.knn", K=10).fit(reps["fit"], reps["cal"])
+    index, seen = det._pp.index, []
+
+    class Spy:
+        def search(self, x, k):
+            seen.append(faiss.cvar.distance_compute_blas_threshold)
+            return index.search(x, k)
+
+    det._pp.index = Spy()
+    own = faiss.cvar.distance_compute_blas_threshold
+    scores = det.score(reps["id"])
+    assert seen and set(seen) == {FAISS_BLAS_THRESHOLD}
+    assert faiss.cvar.distance_compute_blas_threshold == own
+    check_scores(scores, len(reps["id"]), "openood.knn")

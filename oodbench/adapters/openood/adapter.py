@@ -2,6 +2,7 @@
 constructed from our config table, run under the CPU patch where there is no CUDA."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 from typing import ClassVar
@@ -45,6 +46,37 @@ def available() -> tuple[bool, str]:
         return True, ""
     except OpenOODMissing as e:
         return False, str(e).splitlines()[-1]
+
+
+#: faiss's default below which a flat index searches query by query, in faiss 1.7 (OpenOOD v1.5's)
+FAISS_BLAS_THRESHOLD = 20
+
+
+@contextlib.contextmanager
+def faiss_blas(threshold: int = FAISS_BLAS_THRESHOLD):
+    """Let faiss's flat indexes use their BLAS kernel for batches of ``threshold`` queries and more, while
+    an OpenOOD postprocessor runs (its KNN, NNGuide), and restore faiss's own setting afterwards.
+
+    OpenOOD v1.5 was written against faiss 1.7, whose default was 20; the faiss-cpu pinned in its
+    environment (1.15.1) raised ``distance_compute_blas_threshold`` to 128,000, so OpenOOD's batches of 200
+    queries fall to the loop that streams the whole bank once per query (mnist: 50,000 x 500 features,
+    6.6x slower per query here on 2026-12-03, 13.5x on 2026-12-02: ``benchmarks/faiss_batch_kernel.py``).
+    The kernels find the same neighbours up to ties and float rounding. Does nothing where faiss is not
+    installed."""
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    cvar = getattr(faiss, "cvar", None)
+    if cvar is None or not hasattr(cvar, "distance_compute_blas_threshold"):
+        yield
+        return
+    old = cvar.distance_compute_blas_threshold
+    cvar.distance_compute_blas_threshold = int(threshold)
+    try:
+        yield
+    finally:
+        cvar.distance_compute_blas_threshold = old
 
 
 class OpenOODDetector(LibraryDetector):
@@ -134,7 +166,7 @@ class OpenOODDetector(LibraryDetector):
     # --- the contract ---------------------------------------------------------------------------------
     def fit(self, fit, cal=None):
         cal = cal if cal is not None else fit
-        with self._patched(fit):
+        with self._patched(fit), faiss_blas():
             self._pp = self._construct(fit)
             self._net = self._net_for(fit)
             train, val = self._loaders([fit, cal])
@@ -144,7 +176,7 @@ class OpenOODDetector(LibraryDetector):
     def score(self, rep) -> np.ndarray:
         if self._pp is None:
             raise RuntimeError(f"{self.name}: call fit() before score()")
-        with self._patched(rep):
+        with self._patched(rep), faiss_blas():
             (batches,) = self._loaders([rep])
             _, conf, _ = self._pp.inference(self._net, batches, progress=False)
         return -np.asarray(conf, dtype=np.float64).reshape(-1)
